@@ -1,0 +1,1 @@
+"""Fault planning, trial storage and campaign execution."""

@@ -1,0 +1,288 @@
+"""The ``faultsift`` command line: parses, builds config objects, calls the library.
+
+Example::
+
+    faultsift study --faults 500 --out runs/quick
+    faultsift profile zoo:digits-vit zoo:digits-hard --out profile.parquet
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from faultsift.errors import ConfigError, FaultsiftError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Input-aware reliability evaluation of DNNs under transient hardware faults.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Built-in models: train them, list them.")
+app.add_typer(zoo_app, name="zoo")
+console = Console()
+TABLE_WIDTH = 170
+err_console = Console(stderr=True)
+
+
+class RichProgress:
+    """Study progress as rich bars (one per campaign), with trials/s."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        task_id = self.progress.add_task(description, total=total)
+        return lambda n: self.progress.advance(task_id, n)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet, transient=False)
+
+
+def _split(values: Optional[str]) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip()) if values else ()
+
+
+def _print_campaign(model: str, result: dict) -> None:
+    from faultsift.report.tables import HEADER, campaign_title, set_row
+
+    table = Table(title=campaign_title(model, result), title_justify="left", show_lines=False)
+    for column in HEADER:
+        table.add_column(column, overflow="fold")
+    for row in result["sets"]:
+        table.add_row(*set_row(row))
+    console.print(table, width=max(console.width, TABLE_WIDTH))
+
+
+@app.command()
+def study(
+    out: Optional[Path] = typer.Option(None, help="Results folder (default: a new folder under runs/)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated model specs (default: the built-in ViT, Swin, CNN)."),
+    data: str = typer.Option("zoo:digits-hard", help="Data spec of the pool to select from."),
+    fault_models: Optional[str] = typer.Option(None, "--fault-models", help="Comma-separated: bitflip, beam-body, beam-full."),
+    sites: Optional[str] = typer.Option(None, help="Comma-separated module classes/names/globs (default: the zoo micro-ops)."),
+    k: int = typer.Option(32, "-k", help="Inputs per set."),
+    faults: int = typer.Option(2000, help="Faults per campaign (each applied to every input of every set)."),
+    screen_faults: int = typer.Option(200, help="Faults of the fi-ranked screening campaign."),
+    fault_seed: int = typer.Option(1, help="Seed of the evaluation fault list."),
+    screen_seed: int = typer.Option(2, help="Seed of the screening fault list (must differ from --fault-seed)."),
+    selection_seed: int = typer.Option(0, help="Seed of the random set."),
+    bit_low: int = typer.Option(0, help="Lowest bit a bitflip may hit."),
+    bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit (default: the top bit)."),
+    n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the main job: profile, select four input sets, inject, compare; print the tables."""
+    from datetime import datetime
+
+    from faultsift.config import DEFAULT_FAULT_MODELS, DEFAULT_MODELS, StudyConfig, validated
+    from faultsift.study import run_study
+
+    if screen_seed == fault_seed:
+        raise ConfigError(f"Expected `--screen-seed` different from `--fault-seed` ({fault_seed}), so the screening does not bias the evaluation.")
+    config = validated(
+        StudyConfig, models=_split(models) or DEFAULT_MODELS, data=data,
+        fault_models=_split(fault_models) or DEFAULT_FAULT_MODELS, sites=_split(sites), k=k, n_faults=faults,
+        n_screen_faults=screen_faults, fault_seed=fault_seed, screen_seed=screen_seed, selection_seed=selection_seed,
+        bit_low=bit_low, bit_high=bit_high, n_boot=n_boot,
+    )
+    out = out or Path("runs") / f"study-{datetime.now():%Y%m%d-%H%M%S}"
+    with _progress(quiet) as progress:
+        summary = run_study(config, out, RichProgress(progress))
+    for model, info in summary["models"].items():
+        for result in info["fault_models"].values():
+            _print_campaign(model, result)
+    console.print(f"Results: {out}/results.md, {out}/summary.json, {out}/margins.png")
+
+
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Argument(..., help="Model spec, e.g. zoo:digits-vit."),
+    data: str = typer.Argument(..., help="Data spec, e.g. zoo:digits-hard."),
+    out: Path = typer.Option(Path("profile.parquet"), help="Parquet file to write."),
+) -> None:
+    """One golden pass: per input label, prediction, probabilities, margin, entropy, correct."""
+    from faultsift.data import load_data
+    from faultsift.models import load_model
+    from faultsift.profile import profile, write_profile
+
+    prof = profile(load_model(model), load_data(data))
+    write_profile(prof, out)
+    console.print(f"{len(prof)} inputs, accuracy {prof['correct'].mean():.3f}, "
+                  f"{int((prof['margin'] < 0.01).sum())} with margin < 0.01 -> {out}")
+
+
+@app.command("select")
+def select_cmd(
+    profile_path: Path = typer.Argument(..., metavar="PROFILE", help="Profile Parquet from `faultsift profile`."),
+    strategy: str = typer.Option(..., help="random, low-confidence, high-confidence or fi-ranked."),
+    k: int = typer.Option(32, "-k", help="Set size."),
+    seed: int = typer.Option(0, help="Seed (random strategy)."),
+    screening: Optional[Path] = typer.Option(None, help="Screening trials Parquet (fi-ranked)."),
+    name: Optional[str] = typer.Option(None, help="Set name (default: the strategy name)."),
+    out: Path = typer.Option(Path("sets.json"), help="JSON file of input sets; a set of the same name is replaced."),
+) -> None:
+    """Choose an input set from a profile and add it to a sets file."""
+    from faultsift.campaign.store import read_parquet, write_json_atomic
+    from faultsift.profile import read_profile
+    from faultsift.selection.strategies import get_strategy
+    from faultsift.study import screening_rates
+
+    kwargs = {}
+    if strategy == "fi-ranked":
+        if screening is None:
+            raise ConfigError("Strategy `fi-ranked` needs `--screening TRIALS.parquet` from an earlier campaign.")
+        kwargs["screening"] = screening_rates(read_parquet(screening))
+    chosen = get_strategy(strategy, **kwargs).select(read_profile(profile_path), k, seed=seed)
+    if name:
+        chosen = type(chosen)(name, chosen.strategy, chosen.input_ids, chosen.params)
+    sets = [s for s in _read_sets(out) if s["name"] != chosen.name] if out.exists() else []
+    write_json_atomic(sets + [chosen.to_dict()], out)
+    console.print(f"{chosen.name}: {len(chosen.input_ids)} inputs -> {out}")
+
+
+def _read_sets(path: Path) -> list[dict]:
+    try:
+        sets = json.loads(path.read_text())
+        assert isinstance(sets, list) and all({"name", "strategy", "input_ids"} <= set(s) for s in sets)
+    except (OSError, ValueError, AssertionError, TypeError):
+        raise ConfigError(f"{path} is not a sets file from `faultsift select`; remove it or choose another `--out`.") from None
+    return sets
+
+
+@app.command()
+def inject(
+    model: str = typer.Argument(..., help="Model spec."),
+    data: str = typer.Argument(..., help="Data spec (the pool the sets index)."),
+    sets: Path = typer.Option(..., help="Sets file from `faultsift select`."),
+    fault_model: str = typer.Option("bitflip", help="bitflip, beam-body or beam-full."),
+    sites: Optional[str] = typer.Option(None, help="Comma-separated module classes/names/globs (default: zoo micro-ops)."),
+    faults: int = typer.Option(1000, help="Faults (each applied to every input of every set)."),
+    seed: int = typer.Option(1, help="Fault-list seed."),
+    bit_low: int = typer.Option(0, help="Lowest bit a bitflip may hit."),
+    bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit."),
+    threshold: float = typer.Option(1e-5, help="Absolute output difference that counts as an SDC."),
+    out: Path = typer.Option(..., help="Folder for faults.parquet, trials.parquet and summary.json."),
+) -> None:
+    """Run one campaign: the same fault list on every input set; print the comparison."""
+    import numpy as np
+
+    from faultsift.analysis import analyse_sets
+    from faultsift.campaign.plan import faults_frame, plan_faults
+    from faultsift.campaign.store import write_json_atomic, write_parquet_atomic
+    from faultsift.config import StudyConfig, validated
+    from faultsift.data import load_data
+    from faultsift.engine.reference import ReferenceEngine
+    from faultsift.models import load_model
+    from faultsift.selection.strategies import InputSet
+    from faultsift.study import _json_safe, _sites, build_fault_model, run_trials, SilentProgress, check_out_dir
+
+    check_out_dir(out)
+    config = validated(StudyConfig, models=(model,), data=data, fault_models=(fault_model,), sites=_split(sites),
+                       n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold)
+    input_sets = [InputSet.from_dict(s) for s in _read_sets(sets)]
+    pool = load_data(data)
+    net = load_model(model)
+    for s in input_sets:
+        if s.input_ids and max(s.input_ids) >= len(pool):
+            raise ConfigError(f"Set `{s.name}` indexes input {max(s.input_ids)}, but `{data}` has {len(pool)} inputs.")
+    fm = build_fault_model(fault_model, config, model)
+    fault_list = plan_faults(_sites(net, model, pool, config), fm, faults, seed)
+    union = np.unique(np.concatenate([np.asarray(s.input_ids) for s in input_sets]))
+    with _progress(False) as progress:
+        trials = run_trials(ReferenceEngine(net, fm, threshold), pool, union, fault_list, 512,
+                            RichProgress(progress).task(f"{fault_model} campaign", len(union) * faults))
+    write_parquet_atomic(faults_frame(fault_list), out / "faults.parquet")
+    write_parquet_atomic(trials, out / "trials.parquet")
+    reference = "random" if any(s.name == "random" for s in input_sets) else input_sets[0].name
+    rows = analyse_sets(trials, input_sets, reference=reference, seed=seed)
+    result = {"fault_model": fault_model, "params": fm.params(), "n_faults": faults, "seed": seed,
+              "screening": None, "sets": rows}
+    write_json_atomic(_json_safe({"config": config.model_dump(mode="json"), "campaign": result}), out / "summary.json")
+    _print_campaign(model, result)
+
+
+@app.command("list")
+def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, faults or scores.")) -> None:
+    """List registered names."""
+    from faultsift.data import ZOO_DATA
+    from faultsift.faults.models import FAULT_MODELS
+    from faultsift.registry import unknown_name_message
+    from faultsift.selection.scores import SCORES
+    from faultsift.selection.strategies import STRATEGIES
+    from faultsift.zoo.models import ZOO_MODELS
+
+    listings = {
+        "models": [f"zoo:{n}" for n in ZOO_MODELS.names()] + ["timm:NAME[:WEIGHTS]", "torchscript:FILE"],
+        "data": [f"zoo:{n}" for n in sorted(ZOO_DATA)] + ["tensors:FILE"],
+        "strategies": STRATEGIES.names(),
+        "faults": FAULT_MODELS.names(),
+        "scores": SCORES.names(),
+    }
+    if what not in listings:
+        raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
+    for name in listings[what]:
+        console.print(name)
+
+
+@app.command("sites")
+def sites_cmd(
+    model: str = typer.Argument(..., help="Model spec."),
+    data: str = typer.Option("zoo:digits-hard", help="Data spec for an example batch."),
+    select: Optional[str] = typer.Option(None, help="Comma-separated classes/names/globs (default: every module)."),
+) -> None:
+    """List fault sites (module outputs) with per-input shapes, element counts and dtypes."""
+    from faultsift.data import load_data
+    from faultsift.faults.sites import discover_sites
+    from faultsift.models import load_model
+
+    table = Table("site", "class", "per-input shape", "elements", "dtype")
+    for site in discover_sites(load_model(model), load_data(data).inputs[:2], list(_split(select)) or ["*"]):
+        table.add_row(site.name, site.module_class, str(site.shape), str(site.numel), site.dtype)
+    console.print(table)
+
+
+@zoo_app.command("train")
+def zoo_train(
+    model: Optional[str] = typer.Option(None, help="One built-in model (default: all)."),
+    out_dir: Optional[Path] = typer.Option(None, help="Where to write weights (default: inside the package)."),
+) -> None:
+    """Retrain built-in models deterministically and write their safetensors weights and cards."""
+    from faultsift.zoo.models import ZOO_MODELS
+    from faultsift.zoo.train import train_zoo_model
+
+    for name in [model] if model else ZOO_MODELS.names():
+        ZOO_MODELS.get(name)
+        card = train_zoo_model(name, out_dir)
+        console.print(f"{name}: test accuracy {card['test_accuracy']:.4f}, hard pool {card['hard_pool_accuracy']:.4f}")
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Built-in models with their recorded accuracy."""
+    from faultsift.zoo.models import ZOO_MODELS, model_card
+
+    table = Table("model", "site classes", "parameters", "test accuracy", "hard-pool accuracy")
+    for name in ZOO_MODELS.names():
+        card = model_card(name)
+        table.add_row(name, ", ".join(ZOO_MODELS.get(name).site_classes), str(card.get("parameters", "?")),
+                      str(card.get("test_accuracy", "?")), str(card.get("hard_pool_accuracy", "?")))
+    console.print(table)
+
+
+def main() -> None:
+    """Console entry point: library errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except FaultsiftError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)

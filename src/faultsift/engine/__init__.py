@@ -1,0 +1,1 @@
+"""Trial evaluation engines and outcome classification."""

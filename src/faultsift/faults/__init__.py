@@ -1,0 +1,1 @@
+"""Fault models, bit-level operations, sites and the beam-measured fault table."""

@@ -1,0 +1,1 @@
+"""Per-input scores and input-selection strategies."""

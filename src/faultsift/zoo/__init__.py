@@ -1,0 +1,1 @@
+"""Built-in data (scikit-learn digits) and tiny models with shipped weights."""
