@@ -76,7 +76,7 @@ def run_trials(engine: ReferenceEngine, data: Dataset, input_ids: np.ndarray, fa
                advance: Callable[[int], None]) -> pd.DataFrame:
     """Every fault on every input of ``input_ids``, in input chunks of ``batch_size``."""
     parts = []
-    chunks = [input_ids[i : i + batch_size] for i in range(0, len(input_ids), batch_size)]
+    chunks = [np.array(input_ids[i : i + batch_size], dtype=np.int64) for i in range(0, len(input_ids), batch_size)]
     for chunk in chunks:
         parts.append(engine.run(data.inputs[chunk], chunk, faults, on_fault=lambda n: advance(n * len(chunk))))
     return pd.concat(parts, ignore_index=True)

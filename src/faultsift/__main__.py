@@ -1,0 +1,3 @@
+from faultsift.cli import main
+
+main()
