@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -25,7 +26,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 zoo_app = typer.Typer(no_args_is_help=True, help="Built-in models: train them, list them.")
 app.add_typer(zoo_app, name="zoo")
 console = Console()
-TABLE_WIDTH = 170
+TABLE_WIDTH = 150
 err_console = Console(stderr=True)
 
 
@@ -52,12 +53,14 @@ def _split(values: Optional[str]) -> tuple[str, ...]:
 def _print_campaign(model: str, result: dict) -> None:
     from faultsift.report.tables import HEADER, campaign_title, set_row
 
-    table = Table(title=campaign_title(model, result), title_justify="left", show_lines=False)
+    table = Table(title=campaign_title(model, result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1))
     for column in HEADER:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column != "x random [95%]", min_width=18 if column == "x random [95%]" else None)
     for row in result["sets"]:
         table.add_row(*set_row(row))
-    console.print(table, width=max(console.width, TABLE_WIDTH))
+    # a terminal gets its own width; logs and pipes get one wide enough for a row per set
+    (console if console.is_terminal else Console(width=TABLE_WIDTH)).print(table)
 
 
 @app.command()

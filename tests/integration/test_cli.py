@@ -44,7 +44,7 @@ def test_small_study_writes_everything_and_prints_tables(small_study):
                 for key in ("rate", "ci_low", "ci_high", "boot_faults_low", "boot_inputs_high", "sdc", "due"):
                     assert key in s
             assert f"{model} / {fm}" in result.stdout
-    assert "ratio vs random" in result.stdout and (out / "results.md").is_file() and (out / "margins.png").is_file()
+    assert "x random [95%]" in result.stdout and (out / "results.md").is_file() and (out / "margins.png").is_file()
     prof = pd.read_parquet(out / "digits-vit" / "profile.parquet")
     assert len(prof) == 2160 and {"margin", "entropy", "top2_prob", "correct"} <= set(prof.columns)
 

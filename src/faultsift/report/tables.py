@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-HEADER = ("set", "trials", "critical", "rate % [Wilson 95%]", "boot faults", "boot inputs",
-          "ratio vs random [95%]", "p (Holm)", "signif.", "top input share")
+HEADER = ("set", "trials", "crit.", "rate % [Wilson]", "boot faults", "boot inputs",
+          "x random [95%]", "p Holm", "sig.", "top input")
 
 
 def _is_num(x) -> bool:
@@ -30,7 +30,7 @@ def interval(low, high) -> str:
 def ratio_text(row: dict) -> str:
     ratio = row.get("ratio_vs_random")
     if not _is_num(ratio):
-        return "undefined (random: 0 critical)" if row["set"] != "random" else "undefined"
+        return "undefined" if row["set"] != "random" else "0 critical"
     if row["set"] == "random":
         return "1 (reference)"
 
@@ -81,9 +81,11 @@ def markdown_table(rows: list[tuple[str, ...]]) -> str:
 def markdown_report(summary: dict) -> str:
     """The whole study as Markdown: one table per model and fault model, then the pools."""
     out = ["# faultsift study results", "",
-           "Critical-SDC rate per input set (percent). Intervals: Wilson (trials as independent), and "
-           "cluster bootstraps over faults and over inputs. Ratio vs random: two-way (faults x inputs) "
-           "paired bootstrap; p: bootstrap test of the difference, Holm-adjusted over the sets compared.", ""]
+           "Critical-SDC rate per input set (percent), 95% intervals: Wilson (trials as independent), and "
+           "cluster bootstraps over faults and over inputs. `x random`: rate ratio to the random set with a "
+           "two-way (faults x inputs) paired bootstrap interval, `undefined` when the random set has no "
+           "critical SDC; `p Holm`: bootstrap test of the difference, Holm-adjusted over the sets compared; "
+           "`top input`: share of the set's critical SDCs caused by its most vulnerable input (its id).", ""]
     for model, info in summary["models"].items():
         for result in info["fault_models"].values():
             out += [f"## {campaign_title(model, result)}", "", markdown_table([set_row(r) for r in result["sets"]]), ""]
