@@ -15,15 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from faultsift.errors import ConfigError
+from faultsift.errors import ConfigError, LoadError
 from faultsift.registry import unknown_name_message
 
 LEVELS = np.linspace(0.0, 1.0, 21)
 VARIANTS = ("body", "full")
+QUANTILE_COLUMNS = tuple(f"Q{int(round(p * 100))}%" for p in LEVELS)
+COLUMNS = ("model", "microop", "precision", "diff_threshold", "#total", "#alt_val", "#pos_inf", "#neg_inf",
+           "#nan") + QUANTILE_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -64,16 +68,32 @@ class BeamRow:
         return r
 
 
-@lru_cache(maxsize=1)
-def beam_table() -> pd.DataFrame:
-    """The whole table as shipped with the package."""
-    with resources.files("faultsift.faults").joinpath("data/beam_fault_model.csv").open() as handle:
-        return pd.read_csv(handle)
+@lru_cache(maxsize=8)
+def beam_table(path: str | None = None) -> pd.DataFrame:
+    """The table shipped with the package, or a user's table of the same layout at ``path``."""
+    if path is None:
+        with resources.files("faultsift.faults").joinpath("data/beam_fault_model.csv").open() as handle:
+            return pd.read_csv(handle)
+    if not Path(path).is_file():
+        raise LoadError(f"Beam table {path} does not exist; give a CSV with columns {', '.join(COLUMNS)}.")
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, OSError) as exc:
+        raise LoadError(f"Could not read beam table {path} ({type(exc).__name__}: {exc}).") from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ConfigError(f"Beam table {path} lacks columns {', '.join(missing)}; expected {', '.join(COLUMNS)}.")
+    quantiles = table[list(QUANTILE_COLUMNS)].to_numpy(dtype=float)
+    if len(table) == 0 or (np.diff(quantiles, axis=1) < 0).any() or (table["#alt_val"] > table["#total"]).any():
+        raise ConfigError(f"Expected beam table {path} to have rows with non-decreasing Q0%..Q100% and "
+                          f"#alt_val <= #total.")
+    return table
 
 
-def beam_row(model: str, microop: str, precision: str = "fp32", threshold: float = 1e-4) -> BeamRow:
-    """The table row for one model, micro-op, precision and threshold."""
-    table = beam_table()
+def beam_row(model: str, microop: str, precision: str = "fp32", threshold: float = 1e-4,
+             path: str | None = None) -> BeamRow:
+    """The table row for one model, micro-op, precision and threshold (of the table at ``path``)."""
+    table = beam_table(path)
     for column, value, kind in (("model", model, "beam-table model"), ("microop", microop, "beam-table micro-op"),
                                 ("precision", precision, "beam-table precision")):
         choices = sorted(table[column].unique())
@@ -84,6 +104,6 @@ def beam_row(model: str, microop: str, precision: str = "fp32", threshold: float
     if match.empty:
         raise ConfigError(f"Expected `threshold` in {sorted(table['diff_threshold'].unique())}, got {threshold}.")
     r = match.iloc[0]
-    quantiles = tuple(float(r[f"Q{int(p)}%"]) for p in LEVELS * 100)
+    quantiles = tuple(float(r[c]) for c in QUANTILE_COLUMNS)
     return BeamRow(r["model"], r["microop"], r["precision"], float(r["diff_threshold"]), int(r["#total"]),
                    int(r["#alt_val"]), int(r["#pos_inf"]), int(r["#neg_inf"]), int(r["#nan"]), quantiles)

@@ -35,7 +35,7 @@ def test_hooks_removed_and_weights_restored_even_on_exception(zoo_models, hard_p
     out_site = discover_sites(model, hard_pool.inputs[:2], ["Mlp"])[0]
     w_site = discover_sites(model, hard_pool.inputs[:2], ["blocks.1.mlp.fc1"], kinds=("weight",))[0]
     for site in (out_site, w_site):
-        fault = Fault(0, "bitflip", site, np.array([3]), np.array([30], np.int16), np.empty(0, np.float32))
+        fault = Fault(0, "bitflip", site, np.array([3]), "flip", np.array([1 << 30]))
         with pytest.raises(RuntimeError, match="boom"):
             with injected(model, fault, fm, 2):
                 if site.kind == "weight":
@@ -51,7 +51,7 @@ def test_weight_fault_changes_output_and_is_undone(zoo_models, hard_pool):
     model = zoo_models["digits-cnn"]
     fm = make_fault_model("bitflip")
     site = discover_sites(model, hard_pool.inputs[:2], ["conv1"], kinds=("weight",))[0]
-    fault = Fault(1, "bitflip", site, np.array([0]), np.array([30], np.int16), np.empty(0, np.float32))
+    fault = Fault(1, "bitflip", site, np.array([0]), "flip", np.array([1 << 30]))
     engine = ReferenceEngine(model, fm)
     x = hard_pool.inputs[:8]
     golden = engine.golden(x)
@@ -78,8 +78,7 @@ def test_crashing_forward_is_due_with_kind():
 
     model = Crashy().eval()
     site = Site("lin", "Linear", "output", 0, (3,), 3, "fp32")
-    fault = Fault(0, "bitflip", site, np.array([1]), np.array([30], np.int16), np.empty(0, np.float32))
-    fault_inf = Fault(1, "beam-full", site, np.array([1]), np.empty(0, np.int16), np.array([np.inf], np.float32))
+    fault_inf = Fault(1, "beam-full", site, np.array([1]), "scale", values=np.array([np.inf]))
     rows = ReferenceEngine(model, make_fault_model("beam-full")).run(torch.randn(2, 4), np.array([5, 6]), [fault_inf])
     assert list(rows["outcome"]) == ["due", "due"] and set(rows["due_kind"]) == {"exception:FloatingPointError"}
     assert list(rows["input_id"]) == [5, 6] and list(rows["fault_id"]) == [1, 1]

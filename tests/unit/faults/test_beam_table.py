@@ -8,7 +8,7 @@ from faultsift.errors import ConfigError
 from faultsift.faults.beam_table import LEVELS, BeamRow, beam_row, beam_table
 
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "beam_fault_model.csv"
+REFERENCE = Path(__file__).parents[4] / "shared" / "reference" / "beam_fault_model.csv"
 
 
 def test_shipped_table_has_the_study_layout():
