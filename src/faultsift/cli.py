@@ -164,13 +164,14 @@ def inject(
     model: str = typer.Argument(..., help="Model spec."),
     data: str = typer.Argument(..., help="Data spec (the pool the sets index)."),
     sets: Path = typer.Option(..., help="Sets file from `faultsift select`."),
-    fault_model: str = typer.Option("bitflip", help="bitflip, beam-body or beam-full."),
+    fault_model: str = typer.Option("bitflip", help="A fault model of `faultsift list faults`."),
     sites: Optional[str] = typer.Option(None, help="Comma-separated module classes/names/globs (default: zoo micro-ops)."),
     faults: int = typer.Option(1000, help="Faults (each applied to every input of every set)."),
     seed: int = typer.Option(1, help="Fault-list seed."),
     bit_low: int = typer.Option(0, help="Lowest bit a bitflip may hit."),
     bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit."),
     threshold: float = typer.Option(1e-5, help="Absolute output difference that counts as an SDC."),
+    fault_params: Optional[str] = typer.Option(None, help='Fault-model parameters as a JSON object, e.g. \'{"k": 3, "pattern": "row"}\' (see `faultsift list faults`).'),
     out: Path = typer.Option(..., help="Folder for faults.parquet, trials.parquet and summary.json."),
 ) -> None:
     """Run one campaign: the same fault list on every input set; print the comparison."""
@@ -195,7 +196,7 @@ def inject(
     for s in input_sets:
         if s.input_ids and max(s.input_ids) >= len(pool):
             raise ConfigError(f"Set `{s.name}` indexes input {max(s.input_ids)}, but `{data}` has {len(pool)} inputs.")
-    fm = build_fault_model(fault_model, config, model)
+    fm = _fault_model_from_json(fault_model, fault_params) if fault_params else build_fault_model(fault_model, config, model)
     fault_list = plan_faults(_sites(net, model, pool, config), fm, faults, seed)
     union = np.unique(np.concatenate([np.asarray(s.input_ids) for s in input_sets]))
     with _progress(False) as progress:
@@ -209,6 +210,18 @@ def inject(
               "screening": None, "sets": rows}
     write_json_atomic(_json_safe({"config": config.model_dump(mode="json"), "campaign": result}), out / "summary.json")
     _print_campaign(model, result)
+
+
+def _fault_model_from_json(name: str, params: str):
+    from faultsift.faults.models import make_fault_model
+
+    try:
+        parsed = json.loads(params)
+    except ValueError as exc:
+        raise ConfigError(f"Expected `--fault-params` as a JSON object, got {params!r} ({exc}).") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"Expected `--fault-params` as a JSON object, got {params!r}.")
+    return make_fault_model(name, **parsed)
 
 
 @app.command("list")
@@ -230,6 +243,16 @@ def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, fau
     }
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
+    if what == "faults":
+        from rich.markup import escape
+
+        from faultsift.faults.models import describe, summary
+
+        table = Table("fault model", "what it does", "parameters", show_lines=True)
+        for name in listings[what]:
+            table.add_row(name, escape(summary(name)), escape("\n".join(describe(name))))
+        (console if console.is_terminal else Console(width=TABLE_WIDTH)).print(table)
+        return
     for name in listings[what]:
         console.print(name)
 
@@ -238,17 +261,21 @@ def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, fau
 def sites_cmd(
     model: str = typer.Argument(..., help="Model spec."),
     data: str = typer.Option("zoo:digits-hard", help="Data spec for an example batch."),
-    select: Optional[str] = typer.Option(None, help="Comma-separated classes/names/globs (default: every module)."),
+    select: Optional[str] = typer.Option(None, help="Comma-separated classes/names/globs, `Class[k]`, `Class[largest]` (default: every module)."),
+    kinds: str = typer.Option("output", help="Comma-separated: output, input, weight, bias, params, buffers or parameter names."),
 ) -> None:
-    """List fault sites (module outputs) with per-input shapes, element counts and dtypes."""
+    """List fault sites with per-input shapes (activations) or shapes (parameters), element counts and dtypes."""
     from faultsift.data import load_data
     from faultsift.faults.sites import discover_sites
     from faultsift.models import load_model
 
-    table = Table("site", "class", "per-input shape", "elements", "dtype")
-    for site in discover_sites(load_model(model), load_data(data).inputs[:2], list(_split(select)) or ["*"]):
-        table.add_row(site.name, site.module_class, str(site.shape), str(site.numel), site.dtype)
-    console.print(table)
+    table = Table("site", "class", "shape", "elements", "dtype", "batch")
+    for site in discover_sites(load_model(model), load_data(data).inputs[:2], list(_split(select)) or ["*"],
+                               _split(kinds)):
+        batch = (f"dim {site.batch_dim}" + (f", x{site.fold} {site.fold_order}" if site.fold > 1 else "")
+                 if site.is_activation else "shared")
+        table.add_row(site.name, site.module_class, str(site.shape), str(site.numel), site.dtype, batch)
+    (console if console.is_terminal else Console(width=TABLE_WIDTH)).print(table)
 
 
 @zoo_app.command("train")

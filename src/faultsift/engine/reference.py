@@ -35,7 +35,7 @@ from faultsift.engine.outcome import DEFAULT_THRESHOLD, OUTCOMES, classify, due_
 from faultsift.errors import ConfigError
 from faultsift.faults.bits import rebuild, storage
 from faultsift.faults.models import Fault, FaultModel, apply_fault
-from faultsift.faults.sites import from_rows, is_packed, read_param, to_rows
+from faultsift.faults.sites import first_tensor, from_rows, is_packed, read_param, to_rows
 
 TRIAL_COLUMNS = ("fault_id", "input_id", "outcome", "golden_top1", "faulty_top1", "max_abs_diff", "due_kind")
 
@@ -117,7 +117,11 @@ def inject(model: nn.Module, faults: Fault | Sequence[Fault], batch_size: int,
             module = model.get_submodule(module_name)
             corrupt = _activation_corrupter(todo, batch_size)
             if kind == "output":
-                handle = module.register_forward_hook(lambda mod, args, out, c=corrupt: c(out))
+                def hook(mod, args, out, c=corrupt):
+                    new = c(first_tensor(out))
+                    return new if new is None or isinstance(out, torch.Tensor) else type(out)((new, *out[1:]))
+
+                handle = module.register_forward_hook(hook)
             else:
                 def pre_hook(mod, args, c=corrupt):
                     new = c(args[0]) if args else None

@@ -411,7 +411,8 @@ def describe(name: str) -> list[str]:
     """``name: type = default`` for each parameter of a registered fault model."""
     out = []
     for field_name, info in FAULT_MODELS.get(name).model_fields.items():
-        annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+        annotation = info.annotation.__name__ if isinstance(info.annotation, type) else str(info.annotation)
+        annotation = annotation.replace("typing.", "")
         default = "required" if info.is_required() else repr(info.default)
         out.append(f"{field_name}: {annotation} = {default}")
     return out

@@ -12,6 +12,7 @@ bare ``nn.Parameter`` such as ``in_proj_weight``, ``running_mean``, the stored i
 | ``Attention[2]`` | the third instance of the class to run in the forward |
 | ``Attention[largest]`` | the instance with the most elements at the site |
 
+A module returning a tuple (``nn.MultiheadAttention``) is faulted in its first item.
 Activations are seen per input as a flat vector of ``numel`` elements. Where a module folds
 the batch into another dimension (Swin's ``WindowAttention`` runs on B x windows, attention
 on B x heads, sequence-first layouts put the batch second), discovery finds the batch
@@ -107,7 +108,13 @@ def read_param(module: nn.Module, name: str) -> torch.Tensor:
 
 def is_packed(module: nn.Module, name: str) -> bool:
     """True for the packed weight/bias of a ``torch.ao`` quantized module (set through ``set_weight_bias``)."""
-    return name in ("weight", "bias") and hasattr(module, "set_weight_bias") and callable(getattr(module, name))
+    return (name in ("weight", "bias") and hasattr(module, "set_weight_bias") and hasattr(module, name)
+            and callable(getattr(module, name)))
+
+
+def first_tensor(value):
+    """The tensor a site sees in a module's output or input: the value itself, or item 0 of a tuple/list."""
+    return value[0] if isinstance(value, (tuple, list)) and value else value
 
 
 def _parse(selectors: list[str]) -> list[tuple[str, str | None]]:
@@ -216,7 +223,7 @@ def _trace(model: nn.Module, example: torch.Tensor, modules: dict[str, nn.Module
     handles = []
     for name, module in modules.items():
         handles.append(module.register_forward_hook(  # always: the execution order
-            lambda mod, args, out, name=name: record(name, "output", mod, out)))
+            lambda mod, args, out, name=name: record(name, "output", mod, first_tensor(out))))
         if "input" in kinds:
             handles.append(module.register_forward_pre_hook(
                 lambda mod, args, name=name: record(name, "input", mod, args[0] if args else None)))
@@ -284,7 +291,8 @@ def with_golden_ranges(model: nn.Module, inputs: torch.Tensor, sites: list[Site]
     handles = []
     for name in {s.module for s in sites if s.is_activation}:
         module = model.get_submodule(name)
-        handles.append(module.register_forward_hook(lambda mod, args, out, name=name: record(name, "output", out)))
+        handles.append(module.register_forward_hook(
+            lambda mod, args, out, name=name: record(name, "output", first_tensor(out))))
         handles.append(module.register_forward_pre_hook(
             lambda mod, args, name=name: record(name, "input", args[0] if args else None)))
     try:
