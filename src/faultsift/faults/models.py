@@ -9,7 +9,7 @@ per-element arrays), so replaying it needs no fault model.
 Every fault model is registered by name and has typed, validated parameters (a frozen
 pydantic model), plus two shared ones: ``pattern`` (see :mod:`faultsift.faults.patterns`;
 default: the model's own) and ``restrict`` (``clamp`` or ``zero`` the touched values that fall
-outside the site's golden range widened by 10%).
+outside the site's golden range widened by 10%, NaN included; a clamped NaN becomes 0).
 
 Example::
 
@@ -99,9 +99,9 @@ def apply_fault(values: torch.Tensor, fault: Fault) -> torch.Tensor:
     else:
         raise ConfigError(f"Expected a fault operation among {', '.join(OPS)}, got {fault.op}.")
     if fault.restrict != "none":
-        outside = (x < fault.low) | (x > fault.high)
+        outside = ~((x >= fault.low) & (x <= fault.high))  # NaN is outside too (clamped to 0)
         if fault.restrict == "clamp":
-            x = torch.where(outside, x.clamp(fault.low, fault.high), x)
+            x = torch.where(outside, x.clamp(fault.low, fault.high).nan_to_num(0.0), x)
         else:
             x = torch.where(outside, torch.zeros_like(x), x)
     values[:, idx] = x
@@ -269,6 +269,11 @@ def _finite_values(dtype: str, rng: np.random.Generator, n: int) -> np.ndarray:
     width = bit_width(dtype_from_name(dtype))
     out = np.empty(n)
     todo = np.arange(n)
+    with np.errstate(invalid="ignore"):
+        return _fill_finite(dtype, width, rng, out, todo)
+
+
+def _fill_finite(dtype, width, rng, out, todo):
     while len(todo):
         pattern = rng.integers(0, 2**width, size=len(todo), dtype=np.uint64)
         if dtype in ("fp32", "fp64", "fp16"):

@@ -197,5 +197,5 @@ def parse_pattern(spec: str) -> Pattern:
     try:
         value = _ARG_TYPES[name](arg)
     except ValueError:
-        raise ConfigError(f"Expected a {_ARG_TYPES[name].__name__} after `{name}:`, got `{arg}`.") from None
+        raise ConfigError(f"Expected {'an integer' if _ARG_TYPES[name] is int else 'a number'} after `{name}:`, got `{arg}`.") from None
     return cls(value)

@@ -52,3 +52,25 @@ def test_full_variant_reaches_tails_and_special_values():
     assert finite.min() < -0.99e6 * 0.99 and finite.max() > 0.99e6 * 0.99
     with pytest.raises(ConfigError, match="beam variant"):
         row.sample(np.random.default_rng(0), 1, "tails")
+
+
+@pytest.mark.parametrize("model,microop,precision", [("vit_base_patch16_224", "Attention", "fp32"),
+                                                     ("swin_base_patch4_window7_224", "WindowAttention", "fp16")])
+def test_sampler_reproduces_every_table_quantile(model, microop, precision):
+    """At every level p of the table, the share of samples below Q(p) is p (rescaled to Q5..Q95 for
+    `body`). Tolerance: the DKW bound sqrt(ln(2/alpha) / 2n) with alpha = 1e-6, n = 100,000
+    (0.0062): a correct sampler exceeds it with probability 1e-6, while reading a neighbouring
+    quantile column would be off by 0.05."""
+    row = beam_row(model, microop, precision)
+    n, alpha = 100_000, 1e-6
+    eps = np.sqrt(np.log(2 / alpha) / (2 * n))
+    body = row.sample(np.random.default_rng(0), n, "body")
+    for p, q in zip(LEVELS[1:-1], row.quantiles[1:-1]):
+        expected = np.clip((p - 0.05) / 0.9, 0, 1)
+        assert abs(np.mean(body <= q) - expected) <= eps
+    full = row.sample(np.random.default_rng(1), n, "full")
+    finite = full[np.isfinite(full)]
+    special = (row.pos_inf + row.neg_inf + row.nan) / row.altered
+    assert abs(1 - len(finite) / n - special) <= eps
+    for p, q in zip(LEVELS, row.quantiles):
+        assert abs(np.mean(finite <= q) - p) <= np.sqrt(np.log(2 / alpha) / (2 * len(finite)))
