@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
@@ -44,7 +44,7 @@ def _empty(dtype) -> np.ndarray:
     return np.empty(0, dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fault:
     """One concrete draw.
 
@@ -66,6 +66,13 @@ class Fault:
     low: float = float("-inf")
     high: float = float("inf")
     part: int = 0
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Fault):
+            return NotImplemented
+        arrays = ("indices", "masks", "values")
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in arrays) and all(
+            np.array_equal(getattr(self, a), getattr(other, a), equal_nan=a == "values") for a in arrays)
 
     @property
     def bits(self) -> list[list[int]]:
