@@ -108,7 +108,9 @@ def apply_fault(values: torch.Tensor, fault: Fault) -> torch.Tensor:
     if fault.restrict != "none":
         outside = ~((x >= fault.low) & (x <= fault.high))  # NaN is outside too (clamped to 0)
         if fault.restrict == "clamp":
-            x = torch.where(outside, x.clamp(fault.low, fault.high).nan_to_num(0.0), x)
+            bounded = _cast(x.double().clamp(fault.low, fault.high), x.dtype) if not x.dtype.is_floating_point else (
+                x.clamp(fault.low, fault.high).nan_to_num(0.0))
+            x = torch.where(outside, bounded, x)
         else:
             x = torch.where(outside, torch.zeros_like(x), x)
     values[:, idx] = x
