@@ -94,6 +94,7 @@ def faults_frame(faults: list[Fault] | list[tuple[Fault, ...]]) -> pd.DataFrame:
             "n_elements": [len(f.indices) for f in flat],
             "indices": [f.indices for f in flat],
             "masks": [f.masks for f in flat],
+            "bits": [f.bits for f in flat],  # readable: set bits, flattened
             "values": [f.values for f in flat],
             "restrict": [f.restrict for f in flat],
             "low": [f.low for f in flat],

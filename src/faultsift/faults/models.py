@@ -74,10 +74,15 @@ class Fault:
         return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in arrays) and all(
             np.array_equal(getattr(self, a), getattr(other, a), equal_nan=a == "values") for a in arrays)
 
+    def element_bits(self) -> list[list[int]]:
+        """Bit positions set in each element's mask."""
+        present = (self.masks.astype(np.uint64)[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+        return [np.flatnonzero(row).tolist() for row in present]
+
     @property
-    def bits(self) -> list[list[int]]:
-        """Bit positions set in each mask (for reading fault lists)."""
-        return [[b for b in range(64) if (int(m) >> b) & 1] for m in self.masks]
+    def bits(self) -> np.ndarray:
+        """int16 bit positions of every mask, flattened: one per element for single-bit models."""
+        return np.array([b for bits in self.element_bits() for b in bits], np.int16)
 
 
 def _cast(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

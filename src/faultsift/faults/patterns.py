@@ -61,11 +61,13 @@ def box_indices(shape: tuple[int, ...], starts: list[int], lengths: list[int]) -
 class BoxPattern(Pattern):
     """A box: full length in some dims, ``size`` in some, one index in the others."""
 
+    pad_to_2d = True
+
     def lengths(self, shape: tuple[int, ...]) -> list[int]:
         raise NotImplementedError
 
     def indices(self, shape, rng):
-        shape = _as_2d(shape)
+        shape = _as_2d(shape) if self.pad_to_2d else tuple(shape)
         lengths = self.lengths(shape)
         starts = [int(rng.integers(n - k + 1)) for n, k in zip(shape, lengths)]
         return box_indices(shape, starts, lengths)
@@ -129,15 +131,12 @@ class Channel(BoxPattern):
             raise ConfigError(f"Expected pattern `channel` dim in [{-len(shape)}, {len(shape) - 1}] for shape "
                               f"{tuple(shape)} at {where}, got {self.dim}; give it as `channel:D`.")
 
+    pad_to_2d = False
+
     def lengths(self, shape):
         lengths = list(shape)
         lengths[self.dim] = 1
         return lengths
-
-    def indices(self, shape, rng):
-        lengths = self.lengths(shape)
-        starts = [int(rng.integers(n - k + 1)) for n, k in zip(shape, lengths)]
-        return box_indices(tuple(shape), starts, lengths)
 
 
 @PATTERNS.register("random-k")

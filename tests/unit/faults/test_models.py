@@ -20,7 +20,7 @@ def test_multi_bitflip_adjacent_and_random_bits():
         fm = make_fault_model("multi-bitflip", k=3, mode=mode, bit_low=10, bit_high=20, pattern="random-k:5")
         fault = fm.draw(SITE, np.random.default_rng(1), 0)
         assert len(fault.indices) == 5 and fault.op == "flip"
-        for bits in fault.bits:
+        for bits in fault.element_bits():
             assert len(bits) == 3 and 10 <= min(bits) and max(bits) <= 20
             if mode == "adjacent":
                 assert bits == list(range(bits[0], bits[0] + 3))
@@ -36,7 +36,7 @@ def test_stuck_at_sets_the_bit_and_is_idempotent():
         fm = make_fault_model("stuck-at", value=value, bit_low=20, bit_high=30, pattern="row")
         fault = fm.draw(SITE, np.random.default_rng(value), 0)
         out = fm.corrupt(values.clone(), fault)
-        bits = np.array([b[0] for b in fault.bits])
+        bits = fault.bits
         stored = (out.numpy().view(np.uint32)[:, fault.indices] >> bits.astype(np.uint32)) & 1
         assert (stored == value).all()
         assert torch.equal(fm.corrupt(out.clone(), fault).view(torch.int32), out.view(torch.int32))

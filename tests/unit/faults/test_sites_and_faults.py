@@ -53,7 +53,7 @@ def test_bitflip_corrupts_exactly_one_element_per_input():
     values = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     for i in range(20):
         fault = fm.draw(site, np.random.default_rng(i), i)
-        (bit,), = fault.bits
+        (bit,) = fault.bits.tolist()
         assert 20 <= bit <= 30 and fault.op == "flip"
         out = fm.corrupt(values.clone(), fault)
         changed = (out.view(torch.int32) != values.view(torch.int32))
