@@ -25,6 +25,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Input-aware reliability evaluation of DNNs under transient hardware faults.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Built-in models: train them, list them.")
 app.add_typer(zoo_app, name="zoo")
+from faultsift.campaign.cli import campaign_app, replay  # noqa: E402
+
+app.add_typer(campaign_app, name="campaign")
+app.command("replay")(replay)
 console = Console()
 TABLE_WIDTH = 150
 err_console = Console(stderr=True)
