@@ -184,3 +184,12 @@ def test_cli_status_and_replay(reference, tmp_path):
     assert replay.returncode == 0 and "matches the stored rows: yes" in replay.stdout
     bad = cli("replay", str(out), "37", "--fault-model", "bitflp")
     assert bad.returncode == 2 and "Expected `--fault-model` among bitflip, beam-body" in bad.stderr
+
+
+def test_per_set_targets_and_unknown_set_names(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "p.toml", 200, "target_half_width = { random = 0.2 }\n"))
+    stopped = run_campaign(spec, tmp_path / "p")
+    assert all(info["reason"] == "target_half_width" and info["faults"] == 10 for info in stopped.values())
+    bad = load_spec(write_spec(tmp_path / "b.toml", 20, "target_half_width = { randon = 0.2 }\n"))
+    with pytest.raises(ConfigError, match="keys among random, low-confidence, got randon"):
+        run_campaign(bad, tmp_path / "b")

@@ -174,9 +174,21 @@ class StoppingRule:
             out[name] = (high - low) / 2
         return out
 
-    def met(self) -> bool:
+    def targets(self) -> dict[str, float]:
+        """Target half-width per set that has one."""
         target = self.spec.stopping.target_half_width
-        return target is not None and all(h <= target for h in self.half_widths().values())
+        if target is None:
+            return {}
+        if not isinstance(target, dict):
+            return {name: target for name in self.critical}
+        unknown = sorted(set(target) - set(self.critical))
+        if unknown:
+            raise ConfigError(f"Expected `stopping.target_half_width` keys among {', '.join(self.critical)}, got {', '.join(unknown)}.")
+        return dict(target)
+
+    def met(self) -> bool:
+        targets, widths = self.targets(), self.half_widths()
+        return bool(targets) and all(widths[name] <= t for name, t in targets.items())
 
     def rates(self) -> dict[str, float]:
         return {n: self.critical[n] / self.trials[n] if self.trials[n] else float("nan") for n in self.critical}
@@ -206,6 +218,7 @@ def run_campaign(spec: CampaignSpec, out_dir: Path, report: Reporter | None = No
 
 def _run_fault_model(spec, chunks, store, sets, input_ids, backend, report) -> None:
     rule = StoppingRule(spec, sets)
+    rule.targets()  # unknown set names fail before any work
     name = chunks[0].fault_model
     expected = {c.index: (c.stop - c.start) * len(input_ids) for c in chunks}
     position = 0

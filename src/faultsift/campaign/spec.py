@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faultsift.config import validated
 from faultsift.engine.outcome import DEFAULT_THRESHOLD
@@ -48,10 +48,19 @@ class FaultSpec(_Strict):
 
 class StoppingSpec(_Strict):
     """Stop a fault model's campaign at ``max_faults``, or earlier once every set's interval
-    half-width is at most ``target_half_width``."""
+    half-width is at most ``target_half_width`` (one number for every set, or a table
+    ``{set name = target}`` naming only the sets that must reach a target)."""
 
     max_faults: int = Field(default=2000, ge=1)
-    target_half_width: float | None = Field(default=None, gt=0, lt=1)
+    target_half_width: float | dict[str, float] | None = None
+
+    @field_validator("target_half_width")
+    @classmethod
+    def _in_unit_interval(cls, value):
+        for target in (value.values() if isinstance(value, dict) else [value] if value is not None else []):
+            if not 0 < target < 1:
+                raise ValueError(f"targets must be in (0, 1), got {target}")
+        return value
     interval: Literal["wilson", "clopper-pearson"] = "wilson"
     confidence: float = Field(default=0.95, gt=0, lt=1)
 
@@ -146,7 +155,8 @@ workers = 2                       # processes / LocalCluster workers
 
 [stopping]
 max_faults = 2000                 # cap per fault model
-# target_half_width = 0.005       # stop early once every set's interval half-width <= this
+# target_half_width = 0.005       # stop early once every set's interval half-width <= this,
+# target_half_width = { low-confidence = 0.01 }   # or only for the sets named here
 interval = "wilson"               # wilson | clopper-pearson
 confidence = 0.95
 '''
