@@ -89,7 +89,8 @@ def compare_rates(k1: int, exposure1: float, k2: int, exposure2: float) -> tuple
     ratio = (k1 / exposure1) / (k2 / exposure2) if k2 else (float("inf") if k1 else float("nan"))
     if k1 + k2 == 0:
         return ratio, 1.0
-    return ratio, float(test_poisson_2indep(k1, exposure1, k2, exposure2, method="exact-cond").pvalue)
+    with np.errstate(divide="ignore", invalid="ignore"):  # statsmodels also divides by a zero count
+        return ratio, float(test_poisson_2indep(k1, exposure1, k2, exposure2, method="exact-cond").pvalue)
 
 
 # ---------------------------------------------------------------------------- per-log records
@@ -314,6 +315,10 @@ def _pairwise_tests(table: pd.DataFrame, has_flux: bool) -> pd.DataFrame:
 def analyze_logs(paths: Iterable[Path], flux: FluxSeries | None = None, exposure: str = "wall",
                  confidence: float = 0.95, hosts: Iterable[str] = ()) -> BeamAnalysis:
     """Parse every log under ``paths`` (files or folders) and :func:`analyze` them."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise LoadError(f"No such log file or folder: {', '.join(missing)}.")
     files = find_logs(paths)
     if not files:
         raise LoadError(f"No log files found in {', '.join(str(p) for p in paths)}.")
