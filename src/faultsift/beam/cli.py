@@ -113,6 +113,7 @@ def supervise_cmd(
     max_power_cycles: int = typer.Option(3, help="Power cycles in a row before giving up."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0: until the child exits 0)."),
     host: Optional[str] = typer.Option(None, help="Host name in the server log name."),
+    kill_grace: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL when the supervision ends."),
 ) -> None:
     """Run `-- CMD...` and restart it after crashes and hangs (no log progress for --timeout s)."""
     import sys
@@ -123,7 +124,7 @@ def supervise_cmd(
     cfg = WatchdogConfig(command=tuple(command), log_dir=log_dir, server_log=server_log, timeout=timeout,
                          startup_timeout=startup_timeout, max_app_restarts=max_app_restarts, reboot_cmd=reboot_cmd,
                          power_cycle_cmd=power_cycle_cmd, max_power_cycles=max_power_cycles, duration=duration,
-                         host=host)
+                         host=host, kill_grace=kill_grace)
     watchdog = Watchdog(cfg)
     err_console.print(f"supervising {' '.join(command)}; server log {watchdog.server_log}", markup=False)
     sys.exit(watchdog.run())

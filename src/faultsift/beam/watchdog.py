@@ -147,18 +147,23 @@ class Watchdog:
         self.last_progress = self.started
         self.progressed = False
 
-    def _kill(self, grace: float = 0.0) -> int | None:
-        """Stop the child's process group: SIGTERM and ``grace`` seconds first if asked, then SIGKILL."""
+    def _kill(self, grace: float = 0.0) -> tuple[int | None, bool]:
+        """Stop the child's process group: SIGTERM and ``grace`` seconds first if asked, then SIGKILL.
+
+        Returns the child's exit code and whether it had to be killed (it ignored SIGTERM: hung).
+        """
         child = self.child
         if child is None:
-            return None
-        if grace and child.poll() is None:
+            return None, False
+        hard = child.poll() is None
+        if grace and hard:
             try:
                 os.killpg(child.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
                 child.wait(grace)
+                hard = False
             except subprocess.TimeoutExpired:
                 pass
         try:
@@ -167,7 +172,17 @@ class Watchdog:
             pass
         rc = child.wait()
         self.child = None
-        return rc
+        return rc, hard
+
+    def _stop_child(self) -> None:
+        """End of supervision: SIGTERM, then SIGKILL; a child that had to be killed was hung, one that
+        died of something other than our SIGTERM crashed: both are DUEs."""
+        rc, hard = self._kill(self.cfg.kill_grace)
+        self._progress()
+        if hard:
+            self._due("hang", "at_stop:1", escalate=False)
+        elif rc not in (None, 0, ABORT_EXIT, -signal.SIGTERM):
+            self._due("crash", f"rc:{rc} at_stop:1", escalate=False)
 
     def _hook(self, command: str | None, level: str) -> str:
         if not command:
@@ -180,10 +195,12 @@ class Watchdog:
             rc = "timeout"
         return f"hook_rc:{rc}"
 
-    def _due(self, kind: str, detail: str) -> bool:
+    def _due(self, kind: str, detail: str, escalate: bool = True) -> bool:
         """Log a DUE, escalate, run hooks; False when the limits are spent (give up)."""
         self.streak += 1
-        if self.app_restarts < self.cfg.max_app_restarts:
+        if not escalate:
+            level, hook = DUE_APP, ""
+        elif self.app_restarts < self.cfg.max_app_restarts:
             self.app_restarts += 1
             level, hook = DUE_APP, ""
         elif self.os_reboots < 1:
@@ -229,12 +246,11 @@ class Watchdog:
                 self._progress()
                 if self._signal is not None:
                     reason, code = f"signal:{signal.Signals(self._signal).name}", 0
-                    self._kill(self.cfg.kill_grace)
+                    self._stop_child()
                     break
                 if self.cfg.duration and time.monotonic() - began >= self.cfg.duration:
                     reason = "duration"
-                    self._kill(self.cfg.kill_grace)
-                    self._progress()
+                    self._stop_child()
                     break
                 rc = self.child.poll()
                 if rc is not None:
@@ -266,7 +282,7 @@ class Watchdog:
                     self._start()
         finally:
             if self.child is not None:
-                self._kill(self.cfg.kill_grace)
+                self._kill(self.cfg.kill_grace)  # an exception in the watchdog itself
             end = datetime.now()
             self._line(f"#SERVER_END TIME:{end:%Y-%m-%d-%H-%M-%S} reason:{reason} attempts:{self.attempt + 1} "
                        f"dues:{len(self.events)}")
