@@ -73,7 +73,7 @@ def run_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     host: Optional[str] = typer.Option(None, help="Host name in the log names (default: this machine's)."),
     ecc: str = typer.Option("auto", help="ECC in the log names: auto, on or off."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    threads: int = typer.Option(1, help="CPU threads for torch (0: torch's default)."),
     emulate: Optional[float] = typer.Option(None, help="Emulated beam: fault events per second (testing without a beam)."),
     emulate_crash: float = typer.Option(0.0, help="Probability that an emulated event crashes the process."),
     emulate_hang: float = typer.Option(0.0, help="Probability that an emulated event hangs the process."),

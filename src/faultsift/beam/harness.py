@@ -193,7 +193,7 @@ class HarnessConfig:
     device: str = "cpu"
     host: str | None = None
     ecc: str = "auto"
-    threads: int = 0
+    threads: int = 1  # torch CPU threads (0: torch's default); one avoids oversubscribing a busy host
     max_err_lines: int = MAX_ERR_LINES
     emulate: EmulatorConfig | None = None
     extra_header: dict = field(default_factory=dict)
@@ -333,9 +333,17 @@ def _benchmark(loaded: _Loaded) -> str:
 def run_harness(cfg: HarnessConfig) -> int:
     """Run the loop (see the module docstring); returns the exit code."""
     cfg.check()
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: HarnessConfig) -> int:
     set_deterministic(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     configs = _configs(cfg)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
     anchor = _rotation_anchor(cfg, configs) if cfg.rotate else 0.0
