@@ -89,6 +89,7 @@ class BeamEmulator:
         self._pending: list[_Event] = []
         self._lock = threading.Lock()
         self.io_lock = threading.Lock()  # held by the harness while it logs an iteration; a crash waits for it
+        self._fail_lock = threading.Lock()  # the first crash or hang takes it for good: one failure per process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log_name: Callable[[], str] = lambda: ""
@@ -143,7 +144,8 @@ class BeamEmulator:
         while not self._stop.wait(float(self.rng.exponential(1.0 / cfg.rate))):
             u = float(self.rng.random())
             if u < cfg.p_crash:
-                self.io_lock.acquire()  # never released: the process ends here
+                self._fail_lock.acquire()  # never released: the process ends here
+                self.io_lock.acquire()
                 self.counts["crash"] += 1
                 self._write({"kind": "crash", "log": self._log_name()}, sync=True)
                 os.abort()
@@ -202,7 +204,9 @@ class BeamEmulator:
         with self._lock:
             events, self._pending = self._pending, []
         if any(e.kind == "hang" for e in events):
+            self._fail_lock.acquire()  # never released (if a crash holds it, the process is ending anyway)
             self.counts["hang"] += 1
+            self._stop.set()  # a hung device sees no further events (one failure, one DUE)
             self._write({"kind": "hang", "log": self._log_name()}, sync=True)
             threading.Event().wait()  # the kernel never returns; the watchdog must kill us
         applied = []

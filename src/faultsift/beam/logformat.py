@@ -382,7 +382,8 @@ def _server_event(body: str, stamp: datetime | None, lineno: int) -> ServerEvent
             when = datetime(*(int(m[i]) for i in range(1, 7)), int((m[7] or "0")[:6].ljust(6, "0")))
         return ServerEvent("end", rest.strip(), {}, when, lineno)
     if body.upper().startswith("#SERVER_DUE"):
-        message = body.split(":", 1)[1] if ":" in body.split(" ", 1)[0] + " " else rest
+        head = body.split(" ", 1)[0]  # `#SERVER_DUE:soft APP reboot ...` or `#SERVER_DUE soft ...`
+        message = body.split(":", 1)[1] if ":" in head else rest
         words, fields = [], {}
         for token in message.split():
             m = _KEY_TOKEN.match(token)
