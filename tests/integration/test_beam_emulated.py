@@ -90,6 +90,7 @@ def check_against_ground_truth(logs, started, ended, expect_both_kinds: bool):
     flux.write_text("time,flux\n" + "".join(f"{(t0 + timedelta(seconds=10 * i)).isoformat()},1e6\n"
                                            for i in range(int((ended - t0).total_seconds() / 10) + 5)))
     result = analyze_logs([logs], read_flux([flux]))
+    assert not any("unknown header keys" in w for w in result.warnings)
     table = result.table.set_index("set")
     for set_name, row in table.iterrows():
         mine_logs = {p.name for p in device_logs if parse_log(p).header["set"] == set_name}

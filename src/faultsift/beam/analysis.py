@@ -50,7 +50,8 @@ OUR_HEADER_KEYS = {
     "tool", "version", "model", "data", "set", "strategy", "n_inputs", "input_ids", "golden", "golden_sha256",
     "threshold", "it_every", "max_errors", "max_repeat", "device", "dtype", "torch", "host", "ecc", "pid",
     "rotation", "window_s", "config_index", "configs", "emulate", "emulate_crash", "emulate_hang", "emulate_fault",
-    "emulate_target", "emulate_seed", "attempt", "iterations", "duration_s", "seed", "benchmark",
+    "emulate_target", "emulate_seed", "attempt", "iterations", "duration_s", "seed", "benchmark", "it_seconds",
+    "max_err_lines", "threads",
 }
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from faultsift.beam.emulator import EmulatorConfig, read_ground_truth
 from faultsift.beam.harness import (ABORT_EXIT, GOLDEN_KEY, HarnessConfig, compare_outputs, load_golden_model,
                                     make_golden, read_golden, run_harness)
+from faultsift.beam.analysis import analyze
 from faultsift.beam.logformat import parse_log
 from faultsift.errors import ConfigError, LoadError
 from faultsift.selection.strategies import InputSet
@@ -78,6 +79,7 @@ def test_clean_run_logs_header_iterations_and_end(tmp_path, golden):
     for key in ("model", "data", "set", "input_ids", "golden_sha256", "threshold", "max_errors", "device", "host"):
         assert key in log.header
     assert log.header["input_ids"] == "3,1,4,15,9,26,5,35" and log.header["tool"] == "faultsift"
+    assert analyze([log]).warnings == []  # every header key is one the analysis knows
     events = [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
     assert events[0]["event"] == "HEADER" and events[0]["params"]["set"] == "low" and events[-1]["event"] == "END"
 
