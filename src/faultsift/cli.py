@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faultsift.beam.cli import beam_app
 from faultsift.errors import ConfigError, FaultsiftError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -29,6 +30,7 @@ from faultsift.campaign.cli import campaign_app, replay  # noqa: E402
 
 app.add_typer(campaign_app, name="campaign")
 app.command("replay")(replay)
+app.add_typer(beam_app, name="beam")
 console = Console()
 TABLE_WIDTH = 150
 err_console = Console(stderr=True)
