@@ -368,6 +368,11 @@ class BeamRelativeError(FaultModel):
     threshold: float = 1e-4
     table: Optional[str] = None
 
+    @field_validator("microops", mode="before")
+    @classmethod
+    def _no_microops(cls, value):
+        return {} if value is None else value
+
     @model_validator(mode="after")
     def _rows(self):
         for microop in self.microops.values():
