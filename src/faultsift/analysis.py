@@ -41,7 +41,8 @@ def analyse_sets(trials: pd.DataFrame, sets: list[InputSet], reference: str = "r
     compared = [r for r in rows if ref is not None and r["set"] != reference]
     for row in rows:
         row.update(ratio_vs_random=None, ratio_low=None, ratio_high=None, difference=None,
-                   difference_low=None, difference_high=None, p_value=None, p_holm=None, significant=None)
+                   difference_low=None, difference_high=None, p_value=None, p_holm=None, significant=None,
+                   p_exact=None, p_exact_holm=None, faults_higher=None, faults_lower=None)
     if ref is None:
         return rows
     ref_matrix = critical[ref.name] == OUTCOMES.index("sdc_critical")
@@ -51,10 +52,14 @@ def analyse_sets(trials: pd.DataFrame, sets: list[InputSet], reference: str = "r
         row.update(ratio_vs_random=cmp.ratio, ratio_low=cmp.ratio_low, ratio_high=cmp.ratio_high,
                    difference=cmp.difference, difference_low=cmp.difference_low,
                    difference_high=cmp.difference_high, p_value=cmp.p_value)
+        p_exact, higher, lower = stats.exact_paired_test(critical[row["set"]] == OUTCOMES.index("sdc_critical"),
+                                                         ref_matrix)
+        row.update(p_exact=p_exact, faults_higher=higher, faults_lower=lower)
     adjusted = stats.holm_adjust([r["p_value"] for r in compared])
-    for row, p in zip(compared, adjusted):
+    for row, p, p_exact in zip(compared, adjusted, stats.holm_adjust([r["p_exact"] for r in compared])):
         row["p_holm"] = float(p)
         row["significant"] = bool(p < SIGNIFICANCE_LEVEL)
+        row["p_exact_holm"] = float(p_exact)
     ref_row = next(r for r in rows if r["set"] == reference)
     ref_row["ratio_vs_random"] = 1.0 if ref_row["critical"] else None
     return rows
@@ -65,6 +70,7 @@ def _set_summary(input_set: InputSet, codes: np.ndarray, n_boot: int, seed: int,
     n, k = crit.size, int(crit.sum())
     per_input = crit.sum(axis=1)
     low, high = stats.wilson_interval(k, n, confidence)
+    cp_low, cp_high = stats.clopper_pearson_interval(k, n, confidence)
     fl, fh = stats.cluster_bootstrap_interval(crit, "faults", n_boot, seed, confidence)
     il, ih = stats.cluster_bootstrap_interval(crit, "inputs", n_boot, seed, confidence)
     return {
@@ -80,6 +86,8 @@ def _set_summary(input_set: InputSet, codes: np.ndarray, n_boot: int, seed: int,
         "rate": k / n if n else float("nan"),
         "ci_low": low,
         "ci_high": high,
+        "cp_low": cp_low,
+        "cp_high": cp_high,
         "boot_faults_low": fl,
         "boot_faults_high": fh,
         "boot_inputs_low": il,
