@@ -247,6 +247,6 @@ def profile_scores(profile: pd.DataFrame, names) -> pd.DataFrame:
 def add_model_scores(profile: pd.DataFrame, names, model: nn.Module, inputs: torch.Tensor,
                      batch_size: int = 256, seed: int = 0) -> pd.DataFrame:
     """``profile`` with one more column per model score (``inputs`` indexed by ``input_id``)."""
-    ids = torch.as_tensor(profile["input_id"].to_numpy())
+    ids = torch.from_numpy(profile["input_id"].to_numpy(np.int64).copy())
     frame = score_frame(names, model=model, inputs=inputs[ids], batch_size=batch_size, seed=seed)
     return profile.assign(**{n: frame[n].to_numpy() for n in names})
