@@ -191,7 +191,11 @@ def vulnerability(trials: pd.DataFrame, profile: pd.DataFrame, scores=(), confid
 
 def dataset_estimate(trials: pd.DataFrame, sets: list[dict], n_boot: int = 2000, seed: int = 0,
                      confidence: float = 0.95) -> dict | None:
-    """Whole-pool critical rate from the first stratified set (inverse inclusion weights), if any."""
+    """Whole-pool critical rate from the first stratified set (inverse inclusion weights), if any.
+
+    The random and low-confidence sets' rates come along (``sets``), all with two-way
+    (faults x inputs) bootstrap intervals, so the three can be read side by side.
+    """
     stratified = next((s for s in sets if s.get("strategy") == "stratified"), None)
     if stratified is None:
         return None
@@ -200,9 +204,16 @@ def dataset_estimate(trials: pd.DataFrame, sets: list[dict], n_boot: int = 2000,
     params = stratified["params"]
     x = crit[[row_of[int(i)] for i in stratified["input_ids"]]]
     rate, low, high = stats.stratified_rate(x, params["stratum_of"], params["stratum_sizes"], n_boot, seed, confidence)
+    others = []
+    for s in sets:
+        if s.get("strategy") in ("random", "low-confidence"):
+            block = crit[[row_of[int(i)] for i in s["input_ids"]]]
+            others.append({"set": s["set"], "rate": float(block.mean()),
+                           **dict(zip(("low", "high"), stats.cluster_bootstrap_interval(block, "both", n_boot, seed,
+                                                                                      confidence)))})
     return {"set": stratified["set"], "score": params.get("score"), "bins": params.get("bins"),
             "population": params.get("population"), "only_correct": params.get("only_correct"),
-            "rate": rate, "low": low, "high": high}
+            "rate": rate, "low": low, "high": high, "sets": others}
 
 
 # ---------------------------------------------------------------- which score finds the exposed inputs

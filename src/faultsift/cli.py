@@ -129,12 +129,16 @@ def profile_cmd(
 @app.command("select")
 def select_cmd(
     profile_path: Path = typer.Argument(..., metavar="PROFILE", help="Profile Parquet from `faultsift profile`."),
-    strategy: str = typer.Option(..., help="random, low-confidence, high-confidence or fi-ranked."),
+    strategy: str = typer.Option(..., help="A strategy of `faultsift list strategies`."),
     k: int = typer.Option(32, "-k", help="Set size."),
     seed: int = typer.Option(0, help="Seed (random strategy)."),
     screening: Optional[Path] = typer.Option(None, help="Screening trials Parquet (fi-ranked)."),
     name: Optional[str] = typer.Option(None, help="Set name (default: the strategy name)."),
     out: Path = typer.Option(Path("sets.json"), help="JSON file of input sets; a set of the same name is replaced."),
+    score: Optional[str] = typer.Option(None, help="Score of lowest, highest, class-balanced, stratified (default: margin)."),
+    bins: Optional[int] = typer.Option(None, help="Quantile bins of the stratified strategy (default: 4)."),
+    only_correct: Optional[bool] = typer.Option(None, "--only-correct/--all-inputs",
+                                                help="Choose among correctly classified inputs only (default: on; random: off)."),
 ) -> None:
     """Choose an input set from a profile and add it to a sets file."""
     from faultsift.campaign.store import read_parquet, write_json_atomic
@@ -142,10 +146,10 @@ def select_cmd(
     from faultsift.selection.strategies import get_strategy
     from faultsift.study import screening_rates
 
-    kwargs = {}
-    if strategy == "fi-ranked":
+    kwargs = {k: v for k, v in {"score": score, "bins": bins, "only_correct": only_correct}.items() if v is not None}
+    if strategy in ("fi-ranked", "learned"):
         if screening is None:
-            raise ConfigError("Strategy `fi-ranked` needs `--screening TRIALS.parquet` from an earlier campaign.")
+            raise ConfigError(f"Strategy `{strategy}` needs `--screening TRIALS.parquet` from an earlier campaign.")
         kwargs["screening"] = screening_rates(read_parquet(screening))
     chosen = get_strategy(strategy, **kwargs).select(read_profile(profile_path), k, seed=seed)
     if name:

@@ -126,3 +126,15 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     keep = os.environ.get("FAULTSIFT_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_select_verb_takes_score_bins_and_only_correct(study, tmp_path):
+    sets = tmp_path / "sets.json"
+    prof = study / "digits-cnn" / "profile.parquet"
+    r = run("select", str(prof), "--strategy", "stratified", "--score", "entropy", "--bins", "3", "-k", "9",
+            "--all-inputs", "--out", str(sets))
+    assert r.returncode == 0, r.stderr
+    chosen = json.loads(sets.read_text())[0]
+    assert chosen["params"]["stratum_sizes"] == [720, 720, 720] and chosen["params"]["only_correct"] is False
+    bad = run("select", str(prof), "--strategy", "highest", "--score", "entropi", "--out", str(sets))
+    assert bad.returncode == 2 and "Did you mean `entropy`" in bad.stderr

@@ -29,4 +29,4 @@ def test_markdown_tables_escape_pipes_and_fold_intervals():
     frame = pd.DataFrame({"site": ["a|b"], "rate": [0.25], "rate_low": [0.1], "rate_high": [0.5]})
     assert frame_markdown(frame).splitlines()[2] == "| a\\|b | 0.25 | 0.1 | 0.5 |"
     md = render_markdown({"models": {}}, [Section("t", [_set("random")], tables={"Per site": frame})])
-    assert "| site | rate [95%] |" in md and "| a\\|b | 0.25 [0.1, 0.5] |" in md
+    assert "| site | rate % [95%] |" in md and "| a\\|b | 25.00 [10.00, 50.00] |" in md

@@ -92,3 +92,8 @@ def test_learned_ranks_only_unscreened_inputs_by_fitted_rate():
     assert len(set(chosen.input_ids) & best) >= 8
     with pytest.raises(ConfigError, match="unscreened candidates"):
         get_strategy("learned", screening=rate).select(prof, 10)
+
+
+def test_options_a_strategy_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="Strategy `lowest` does not take `bins`; it takes: score, only_correct."):
+        get_strategy("lowest", bins=3)

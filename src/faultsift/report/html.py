@@ -19,10 +19,10 @@ import pandas as pd
 from faultsift import analysis
 from faultsift.campaign.store import read_parquet, write_text_atomic
 from faultsift.report import figures
-from faultsift.report.tables import HEADER, campaign_title, frame_markdown, set_row
+from faultsift.report.tables import HEADER, campaign_title, frame_markdown, pct, set_row
 
 REPORT_SCORES = ("margin", "max_softmax", "entropy", "logit_margin", "gini", "energy")
-METRIC_COLUMNS = ("spearman", "kendall_tau_b", "precision_at_k", "lift_at_k", "auroc", "apfd")
+RATE_COLUMNS = ("rate", "v")
 
 
 @dataclass
@@ -50,7 +50,11 @@ def build_sections(results_dir: Path, summary: dict, n_boot: int, seed: int = 0)
             section.figures["Critical-SDC rate per input set"] = figures.rates_figure(f"{model} / {fm}", result["sets"])
             estimate = analysis.dataset_estimate(trials, result["sets"], n_boot, seed)
             if estimate:
-                section.tables["Dataset-level estimate"] = _estimate_table(estimate, result["sets"])
+                section.tables["Dataset-level estimate"] = _estimate_table(estimate)
+                section.notes.append("Dataset-level estimate: every stratified input weighted by its stratum's size "
+                                     "over the inputs drawn from it (unbiased for the pool's mean rate), next to the "
+                                     "random and low-confidence sets; all three with two-way (faults x inputs) "
+                                     "bootstrap intervals.")
             for by in ("site", "bit"):
                 table = analysis.fault_breakdown(trials, faults, result["sets"], by)
                 if len(table):
@@ -74,15 +78,12 @@ def build_sections(results_dir: Path, summary: dict, n_boot: int, seed: int = 0)
     return sections
 
 
-def _estimate_table(estimate: dict, sets: list[dict]) -> pd.DataFrame:
+def _estimate_table(estimate: dict) -> pd.DataFrame:
     pool = "correctly classified inputs" if estimate["only_correct"] else "inputs"
     rows = [{"what": f"all {estimate['population']:,} {pool} of the pool: stratified estimate from set "
                      f"`{estimate['set']}` ({estimate['bins']} bins of {estimate['score']})",
              "rate": estimate["rate"], "low": estimate["low"], "high": estimate["high"]}]
-    for s in sets:
-        if s["strategy"] in ("random", "low-confidence"):
-            rows.append({"what": f"{s['set']} set (bootstrap over inputs)", "rate": s["rate"], "low": s["boot_inputs_low"],
-                         "high": s["boot_inputs_high"]})
+    rows += [{"what": f"{s['set']} set", "rate": s["rate"], "low": s["low"], "high": s["high"]} for s in estimate["sets"]]
     return pd.DataFrame(rows)
 
 
@@ -135,20 +136,20 @@ def _fmt(value) -> str:
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Interval columns ``x_low``/``x_high`` folded into ``x [low, high]`` strings for reading."""
+    """Interval columns ``x_low``/``x_high`` folded into ``x [low, high]`` strings; rates in percent."""
+    frame = frame.rename(columns={"low": "rate_low", "high": "rate_high"})
     out = {}
     for col in frame.columns:
         if col.endswith("_low") or col.endswith("_high"):
             continue
+        fmt = pct if col in RATE_COLUMNS else _fmt
+        name = f"{col} %" if col in RATE_COLUMNS else col
         values = frame[col]
         if f"{col}_low" in frame.columns:
-            out[f"{col} [95%]"] = [f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
-                                   for v, lo, hi in zip(values, frame[f"{col}_low"], frame[f"{col}_high"])]
+            out[f"{name} [95%]"] = [f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+                                    for v, lo, hi in zip(values, frame[f"{col}_low"], frame[f"{col}_high"])]
         else:
-            out[col] = [_fmt(v) for v in values]
-    if {"low", "high"} <= set(frame.columns):
-        out["95% interval"] = [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(frame["low"], frame["high"])]
-        out.pop("low", None), out.pop("high", None)
+            out[name] = [fmt(v) for v in values]
     return pd.DataFrame(out)
 
 

@@ -255,5 +255,12 @@ def fit_vulnerability_model(features: pd.DataFrame, rates, seed: int = 0):
 
 
 def get_strategy(name: str, **kwargs) -> Strategy:
-    """Instantiate a registered strategy by name."""
-    return STRATEGIES.get(name)(**kwargs)
+    """Instantiate a registered strategy by name; an option it does not take is a ConfigError."""
+    import inspect
+
+    cls = STRATEGIES.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"Strategy `{name}` does not take `{unknown[0]}`; it takes: {', '.join(accepted) or 'nothing'}.")
+    return cls(**kwargs)
