@@ -78,17 +78,48 @@ class RandomStrategy(Strategy):
         return self._make(np.sort(ids), seed=seed)
 
 
-@STRATEGIES.register("low-confidence")
-class LowConfidence(Strategy):
-    """Smallest margin (top-1 minus top-2 probability) among correctly classified inputs."""
+class _ByScore(Strategy):
+    """Shared part of the strategies that rank by a registered score."""
 
-    name = "low-confidence"
+    def __init__(self, score: str = "margin", only_correct: bool = True):
+        super().__init__(only_correct)
+        SCORES.get(score)  # unknown names fail here, with suggestions
+        self.score = score
+
+    def scored(self, profile: pd.DataFrame, k: int) -> pd.DataFrame:
+        pool = self.candidates(profile, k)
+        return pool.assign(_score=profile_scores(pool, [self.score])[self.score].to_numpy())
+
+
+@STRATEGIES.register("lowest")
+class Lowest(_ByScore):
+    """The ``k`` inputs with the smallest ``score`` (ties: lowest input id)."""
+
+    name = "lowest"
     ascending = True
 
     def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
-        pool = self.candidates(profile, k)
-        ranked = pool.sort_values(["margin", "input_id"], ascending=[self.ascending, True], kind="stable")
-        return self._make(ranked["input_id"].to_numpy()[:k], score="margin")
+        ranked = self.scored(profile, k).sort_values(["_score", "input_id"], ascending=[self.ascending, True],
+                                                    kind="stable")
+        return self._make(ranked["input_id"].to_numpy()[:k], score=self.score)
+
+
+@STRATEGIES.register("highest")
+class Highest(Lowest):
+    """The ``k`` inputs with the largest ``score``."""
+
+    name = "highest"
+    ascending = False
+
+
+@STRATEGIES.register("low-confidence")
+class LowConfidence(Lowest):
+    """Smallest margin (top-1 minus top-2 probability) among correctly classified inputs (the study's)."""
+
+    name = "low-confidence"
+
+    def __init__(self, only_correct: bool = True):
+        super().__init__("margin", only_correct)
 
 
 @STRATEGIES.register("high-confidence")
@@ -124,40 +155,6 @@ class FiRanked(Strategy):
         ranked = pool.sort_values(["screen_rate", "margin", "input_id"], ascending=[False, True, True], kind="stable")
         nonzero = int((pool["screen_rate"] > 0).sum())
         return self._make(ranked["input_id"].to_numpy()[:k], nonzero_screening_inputs=nonzero, screened_inputs=len(pool))
-
-
-class _ByScore(Strategy):
-    """Shared part of the strategies that rank by a registered score."""
-
-    def __init__(self, score: str = "margin", only_correct: bool = True):
-        super().__init__(only_correct)
-        SCORES.get(score)  # unknown names fail here, with suggestions
-        self.score = score
-
-    def scored(self, profile: pd.DataFrame, k: int) -> pd.DataFrame:
-        pool = self.candidates(profile, k)
-        return pool.assign(_score=profile_scores(pool, [self.score])[self.score].to_numpy())
-
-
-@STRATEGIES.register("lowest")
-class Lowest(_ByScore):
-    """The ``k`` inputs with the smallest ``score`` (ties: lowest input id)."""
-
-    name = "lowest"
-    ascending = True
-
-    def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
-        ranked = self.scored(profile, k).sort_values(["_score", "input_id"], ascending=[self.ascending, True],
-                                                    kind="stable")
-        return self._make(ranked["input_id"].to_numpy()[:k], score=self.score)
-
-
-@STRATEGIES.register("highest")
-class Highest(Lowest):
-    """The ``k`` inputs with the largest ``score``."""
-
-    name = "highest"
-    ascending = False
 
 
 @STRATEGIES.register("class-balanced")
