@@ -71,6 +71,9 @@ def _set_summary(input_set: InputSet, codes: np.ndarray, n_boot: int, seed: int,
     per_input = crit.sum(axis=1)
     low, high = stats.wilson_interval(k, n, confidence)
     cp_low, cp_high = stats.clopper_pearson_interval(k, n, confidence)
+    sdc = int(((codes == OUTCOMES.index("sdc_critical")) | (codes == OUTCOMES.index("sdc_tolerable"))).sum())
+    sdc_low, sdc_high = stats.wilson_interval(sdc, n, confidence)
+    sdc_cp_low, sdc_cp_high = stats.clopper_pearson_interval(sdc, n, confidence)
     fl, fh = stats.cluster_bootstrap_interval(crit, "faults", n_boot, seed, confidence)
     il, ih = stats.cluster_bootstrap_interval(crit, "inputs", n_boot, seed, confidence)
     return {
@@ -80,7 +83,12 @@ def _set_summary(input_set: InputSet, codes: np.ndarray, n_boot: int, seed: int,
         "n_faults": codes.shape[1],
         "trials": n,
         "critical": k,
-        "sdc": int(((codes == OUTCOMES.index("sdc_critical")) | (codes == OUTCOMES.index("sdc_tolerable"))).sum()),
+        "sdc": sdc,
+        "sdc_rate": sdc / n if n else float("nan"),
+        "sdc_ci_low": sdc_low,
+        "sdc_ci_high": sdc_high,
+        "sdc_cp_low": sdc_cp_low,
+        "sdc_cp_high": sdc_cp_high,
         "due": int((codes == OUTCOMES.index("due")).sum()),
         "masked": int((codes == OUTCOMES.index("masked")).sum()),
         "rate": k / n if n else float("nan"),

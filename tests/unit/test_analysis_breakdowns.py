@@ -70,7 +70,11 @@ def test_analyse_sets_adds_exact_holm_and_clopper_pearson(campaign):
     holm = {p_low: first if p_low <= p_same else min(1.0, max(first, p_low))}
     assert rows["low"]["p_exact_holm"] == pytest.approx(holm[p_low])
     assert rows["low"]["p_exact_holm"] < 0.01
-    assert rows["low"]["cp_low"] <= rows["low"]["rate"] <= rows["low"]["cp_high"]
+    k, n = int(crit[list(low)].sum()), crit[list(low)].size
+    cp = binomtest(k, n).proportion_ci(method="exact")
+    assert (rows["low"]["cp_low"], rows["low"]["cp_high"]) == pytest.approx((cp.low, cp.high))
+    assert rows["low"]["sdc_rate"] == rows["low"]["rate"] == k / n  # only masked and critical outcomes here
+    assert (rows["low"]["sdc_cp_low"], rows["low"]["sdc_cp_high"]) == pytest.approx((cp.low, cp.high))
 
 
 def test_metric_quality_orders_scores_and_learned_is_held_out(campaign):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from faultsift import analysis
+from faultsift import analysis, stats
 from faultsift.campaign.store import read_parquet, write_text_atomic
 from faultsift.report import figures
 from faultsift.report.tables import HEADER, campaign_title, frame_markdown, pct, set_row
@@ -153,6 +153,20 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SET_HEADER = HEADER + ("p exact Holm", "CP 95% (critical)", "SDC % [CP 95%]")
+
+
+def _set_rows(sets: list[dict]) -> list[tuple[str, ...]]:
+    """The study table's row of each set, plus the exact test and Clopper-Pearson intervals."""
+    rows = []
+    for r in sets:
+        cp = stats.clopper_pearson_interval(r["critical"], r["trials"])
+        sdc = stats.clopper_pearson_interval(r["sdc"], r["trials"])
+        rows.append(set_row(r) + (_fmt(r.get("p_exact_holm")), f"[{pct(cp[0])}, {pct(cp[1])}]",
+                                  f"{pct(r['sdc'] / r['trials'])} [{pct(sdc[0])}, {pct(sdc[1])}]"))
+    return rows
+
+
 def _html_table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -201,8 +215,7 @@ def render_html(summary: dict, sections: list[Section]) -> str:
     parts.append("<li><a href='#provenance'>Provenance</a></li></ul>")
     for i, section in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{e(section.title)}</h2>")
-        rows = [set_row(r) + (_fmt(r.get("p_exact_holm")),) for r in section.sets]
-        parts.append("<div class='scroll'>" + _html_table(HEADER + ("p exact Holm",), rows) + "</div>")
+        parts.append("<div class='scroll'>" + _html_table(SET_HEADER, _set_rows(section.sets)) + "</div>")
         parts += [f"<p class='note'>{e(n)}</p>" for n in section.notes]
         for caption, png in section.figures.items():
             data = base64.b64encode(png).decode()
@@ -226,8 +239,7 @@ def render_markdown(summary: dict, sections: list[Section]) -> str:
     out = ["# faultsift study report", "", "Tables of `report.html` (figures there); CSV copies in `report/`.", ""]
     for section in sections:
         out += [f"## {section.title}", ""]
-        rows = [set_row(r) + (_fmt(r.get("p_exact_holm")),) for r in section.sets]
-        out += [frame_markdown(pd.DataFrame(rows, columns=list(HEADER) + ["p exact Holm"])), ""]
+        out += [frame_markdown(pd.DataFrame(_set_rows(section.sets), columns=list(SET_HEADER))), ""]
         out += [*section.notes, ""]
         for caption, frame in section.tables.items():
             out += [f"### {caption}", "", frame_markdown(_display(frame)), ""]
