@@ -262,7 +262,7 @@ def learned_vs_scores(trials: pd.DataFrame, profile: pd.DataFrame, scores, k: in
     The trials' inputs and faults are each split in two halves (seeded): the learned strategy
     is fitted on the first inputs' rates measured with the first faults, and every ranking is
     judged on the other inputs with the other faults (a held-out evaluation campaign). The
-    learned Spearman minus the best single score's gets a paired bootstrap interval.
+    learned Spearman minus the best single score's gets a paired (basic) bootstrap interval.
     """
     from faultsift.selection.scores import SCORES, profile_scores
     from faultsift.selection.strategies import fit_vulnerability_model
@@ -288,9 +288,10 @@ def learned_vs_scores(trials: pd.DataFrame, profile: pd.DataFrame, scores, k: in
     best = single["score"].iloc[0]
     j_best = list(candidates).index(best)
     diff = reps["spearman"][:, 0] - reps["spearman"][:, j_best]
-    low, high = stats._percentile_interval(diff, confidence)
     learned_rho = float(table.loc[table["score"] == "learned", "spearman"].iloc[0])
-    return {"table": table, "best_single": best, "spearman_difference": learned_rho - float(single["spearman"].iloc[0]),
+    difference = learned_rho - float(single["spearman"].iloc[0])
+    low, high = stats.basic_interval(difference, diff, confidence, (-2.0, 2.0))
+    return {"table": table, "best_single": best, "spearman_difference": difference,
             "difference_low": low, "difference_high": high, "beats_best": bool(low > 0),
             "train_inputs": len(train_rows), "test_inputs": len(test_rows), "train_faults": len(train_cols),
             "test_faults": len(test_cols)}

@@ -77,11 +77,40 @@ def test_rank_metrics_bootstrap_intervals_cover_and_share_replicates():
     x = rng.random((80, 60)) < p[:, None]
     good, noise = p + rng.normal(scale=0.05, size=80), rng.normal(size=80)
     out, reps = stats.rank_metrics_bootstrap({"good": good, "noise": noise}, x, k=10, n_boot=300, seed=0)
-    for name in ("good", "noise"):
+    bounds = {"lift_at_k": (0, math.inf), "spearman": (-1, 1), "kendall_tau_b": (-1, 1)}
+    for j, name in enumerate(("good", "noise")):
         for metric, (value, low, high) in out[name].items():
-            assert low <= value <= high or math.isnan(value), (name, metric)
+            q_low, q_high = np.quantile(reps[metric][:, j], [0.025, 0.975])
+            lo_bound, hi_bound = bounds.get(metric, (0, 1))
+            assert low == pytest.approx(max(lo_bound, 2 * value - q_high)), (name, metric)
+            assert high == pytest.approx(min(hi_bound, 2 * value - q_low)), (name, metric)
     assert out["good"]["auroc"][1] > out["noise"]["auroc"][2]  # separated intervals
     diff = reps["spearman"][:, 0] - reps["spearman"][:, 1]
     assert np.quantile(diff, 0.025) > 0
     again, _ = stats.rank_metrics_bootstrap({"good": good, "noise": noise}, x, k=10, n_boot=300, seed=0)
     assert again == out
+
+
+@pytest.mark.slow
+def test_basic_interval_covers_the_infinite_fault_spearman():
+    """Simulation: inputs from a population with known rates p_i, 100 faults each; the basic
+    two-way interval covers Spearman(score, p) far more often than the percentile one."""
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        p = np.where(rng.random(n) < 0.25, rng.beta(0.5, 20, n), 0.0)
+        return p, np.log(p + 1e-3) + rng.normal(0, 1, n)
+
+    big_p, big_s = draw(200_000)
+    truth = spearmanr(big_s, big_p).statistic
+    basic = percentile = 0
+    runs = 40
+    for r in range(runs):
+        p, s = draw(300)
+        x = rng.random((300, 100)) < p[:, None]
+        out, reps = stats.rank_metrics_bootstrap({"s": s}, x, k=10, n_boot=200, seed=r)
+        _, low, high = out["s"]["spearman"]
+        basic += low <= truth <= high
+        q_low, q_high = np.quantile(reps["spearman"][:, 0], [0.025, 0.975])
+        percentile += q_low <= truth <= q_high
+    assert basic / runs >= 0.8 and percentile / runs <= 0.5
