@@ -153,15 +153,18 @@ def fault_breakdown(trials: pd.DataFrame, faults: pd.DataFrame, sets: list[dict]
     ``sets`` are the summary's set rows (``set``, ``input_ids``). ``by="bit"`` needs faults that
     flip exactly one bit each; otherwise the table is empty.
     """
+    if by not in ("site", "bit"):
+        raise ConfigError(f"Expected `by` in ('site', 'bit'), got {by!r}.")
+    empty = pd.DataFrame(columns=["set", by, "trials", "critical", "rate", "rate_low", "rate_high"])
     if by == "site":
+        if "site" not in faults:
+            return empty
         values = faults.set_index("fault_id")["site"]
     elif by == "bit":
         bits = faults.set_index("fault_id")["bits"] if "bits" in faults else pd.Series(dtype=object)
         if bits.empty or not bits.map(lambda b: b is not None and len(b) == 1).all():
-            return pd.DataFrame(columns=["set", by, "trials", "critical", "rate", "rate_low", "rate_high"])
+            return empty
         values = bits.map(lambda b: int(b[0]))
-    else:
-        raise ConfigError(f"Expected `by` in ('site', 'bit'), got {by!r}.")
     input_ids, fault_ids, crit = critical_matrix(trials)
     row_of = {int(i): r for r, i in enumerate(input_ids)}
     groups = values.reindex(fault_ids).to_numpy()

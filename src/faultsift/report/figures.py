@@ -82,7 +82,7 @@ def rates_figure(title: str, sets: list[dict]) -> bytes:
     top = np.nanmax(np.concatenate([ratio, finite_high, [2.0]])) * 2
     for yi, name, r, lo, hi in zip(y, names, ratio, low, high):
         if np.isnan(r):
-            bx.text(1.0, yi, "0 critical" if name == "random" else "undefined (random set has no critical SDC)",
+            bx.text(1.0, yi, "0 critical" if name == "random" else "undefined (no critical SDC in the random set)",
                     va="center", ha="center", fontsize=7, color="grey")
             continue
         upper = top if np.isinf(hi) else hi
