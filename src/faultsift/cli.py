@@ -19,12 +19,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from faultsift.beam.cli import beam_app
 from faultsift.errors import ConfigError, FaultsiftError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Input-aware reliability evaluation of DNNs under transient hardware faults.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Built-in models: train them, list them.")
 app.add_typer(zoo_app, name="zoo")
+from faultsift.campaign.cli import campaign_app, replay  # noqa: E402
+
+app.add_typer(campaign_app, name="campaign")
+app.command("replay")(replay)
+app.add_typer(beam_app, name="beam")
 console = Console()
 TABLE_WIDTH = 150
 err_console = Console(stderr=True)

@@ -112,6 +112,7 @@ def versions() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else (platform.processor() or "cpu"),
         "git_commit": commit,
     }
 
