@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/study-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install run test test-slow bench zoo-train clean
+.PHONY: install run test test-slow bench zoo-train clean chromium
 
 install: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/faultsift study --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# headless Chromium renders the HTML report in one test (skipped, with the reason, where it is missing)
+chromium:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the report rendering test will be skipped"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

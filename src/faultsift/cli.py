@@ -85,6 +85,8 @@ def study(
     bit_low: int = typer.Option(0, help="Lowest bit a bitflip may hit."),
     bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit (default: the top bit)."),
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (default: random, low-confidence, high-confidence, fi-ranked)."),
+    report: bool = typer.Option(True, help="Write report.html, report.md and report/*.csv."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the main job: profile, select four input sets, inject, compare; print the tables."""
@@ -99,7 +101,8 @@ def study(
         StudyConfig, models=_split(models) or DEFAULT_MODELS, data=data,
         fault_models=_split(fault_models) or DEFAULT_FAULT_MODELS, sites=_split(sites), k=k, n_faults=faults,
         n_screen_faults=screen_faults, fault_seed=fault_seed, screen_seed=screen_seed, selection_seed=selection_seed,
-        bit_low=bit_low, bit_high=bit_high, n_boot=n_boot,
+        bit_low=bit_low, bit_high=bit_high, n_boot=n_boot, report=report,
+        **({"strategies": _split(strategies)} if strategies else {}),
     )
     out = out or Path("runs") / f"study-{datetime.now():%Y%m%d-%H%M%S}"
     with _progress(quiet) as progress:
@@ -108,6 +111,8 @@ def study(
         for result in info["fault_models"].values():
             _print_campaign(model, result)
     console.print(f"Results: {out}/results.md, {out}/summary.json, {out}/margins.png")
+    if config.report:
+        console.print(f"Report: {out}/report.html (tables also in {out}/report.md and {out}/report/*.csv)")
 
 
 @app.command("profile")
@@ -130,12 +135,16 @@ def profile_cmd(
 @app.command("select")
 def select_cmd(
     profile_path: Path = typer.Argument(..., metavar="PROFILE", help="Profile Parquet from `faultsift profile`."),
-    strategy: str = typer.Option(..., help="random, low-confidence, high-confidence or fi-ranked."),
+    strategy: str = typer.Option(..., help="A strategy of `faultsift list strategies`."),
     k: int = typer.Option(32, "-k", help="Set size."),
     seed: int = typer.Option(0, help="Seed (random strategy)."),
     screening: Optional[Path] = typer.Option(None, help="Screening trials Parquet (fi-ranked)."),
     name: Optional[str] = typer.Option(None, help="Set name (default: the strategy name)."),
     out: Path = typer.Option(Path("sets.json"), help="JSON file of input sets; a set of the same name is replaced."),
+    score: Optional[str] = typer.Option(None, help="Score of lowest, highest, class-balanced, stratified (default: margin)."),
+    bins: Optional[int] = typer.Option(None, help="Quantile bins of the stratified strategy (default: 4)."),
+    only_correct: Optional[bool] = typer.Option(None, "--only-correct/--all-inputs",
+                                                help="Choose among correctly classified inputs only (default: on; random: off)."),
 ) -> None:
     """Choose an input set from a profile and add it to a sets file."""
     from faultsift.campaign.store import read_parquet, write_json_atomic
@@ -143,10 +152,10 @@ def select_cmd(
     from faultsift.selection.strategies import get_strategy
     from faultsift.study import screening_rates
 
-    kwargs = {}
-    if strategy == "fi-ranked":
+    kwargs = {k: v for k, v in {"score": score, "bins": bins, "only_correct": only_correct}.items() if v is not None}
+    if strategy in ("fi-ranked", "learned"):
         if screening is None:
-            raise ConfigError("Strategy `fi-ranked` needs `--screening TRIALS.parquet` from an earlier campaign.")
+            raise ConfigError(f"Strategy `{strategy}` needs `--screening TRIALS.parquet` from an earlier campaign.")
         kwargs["screening"] = screening_rates(read_parquet(screening))
     chosen = get_strategy(strategy, **kwargs).select(read_profile(profile_path), k, seed=seed)
     if name:
@@ -228,6 +237,81 @@ def _fault_model_from_json(name: str, params: str):
     if not isinstance(parsed, dict):
         raise ConfigError(f"Expected `--fault-params` as a JSON object, got {params!r}.")
     return make_fault_model(name, **parsed)
+
+
+def _num(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., metavar="RESULTS", help="A study folder (holds summary.json)."),
+    n_boot: int = typer.Option(400, help="Bootstrap replicates of the score-quality and dataset-level intervals."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Write report.html (figures embedded), report.md and report/*.csv into a study folder."""
+    from faultsift.report.html import write_report
+
+    paths = write_report(results, n_boot=n_boot, seed=seed)
+    console.print(f"Report: {paths['html']}, {paths['markdown']}, {results / 'report'}/*.csv")
+
+
+@app.command("compare-metrics")
+def compare_metrics(
+    results: Path = typer.Argument(..., metavar="RESULTS", help="A study folder (holds summary.json)."),
+    scores: Optional[str] = typer.Option(None, help="Comma-separated scores (default: every logit score)."),
+    k: Optional[int] = typer.Option(None, "-k", help="Set size for precision@k and lift (default: the study's k)."),
+    n_boot: int = typer.Option(1000, help="Bootstrap replicates (inputs x faults)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and of the learned strategy's split."),
+    learned: bool = typer.Option(True, help="Also fit the learned strategy and test it on held-out inputs and faults."),
+    out: Optional[Path] = typer.Option(None, help="CSV file for every campaign's table."),
+) -> None:
+    """Rank every score by how well it finds the inputs that fail under faults (screening campaigns)."""
+    import pandas as pd
+
+    from faultsift.analysis import learned_vs_scores, metric_quality, read_summary
+    from faultsift.campaign.store import read_parquet, write_text_atomic
+    from faultsift.selection.scores import SCORES, add_model_scores, logit_score_names
+
+    summary = read_summary(results)
+    names = list(_split(scores)) or logit_score_names()
+    model_scores = [n for n in names if SCORES.get(n).needs == "model"]
+    k = k or int(summary.get("config", {}).get("k") or 32)
+    frames = []
+    for model, info in summary["models"].items():
+        prof = read_parquet(results / model / "profile.parquet")
+        if model_scores:
+            from faultsift.data import load_data
+            from faultsift.models import load_model
+
+            prof = add_model_scores(prof, model_scores, load_model(info["spec"]),
+                                    load_data(summary["config"]["data"]).inputs, seed=seed)
+        for fm in info["fault_models"]:
+            path = results / model / fm / "screening_trials.parquet"
+            trials = read_parquet(path if path.is_file() else results / model / fm / "trials.parquet")
+            quality = metric_quality(trials, prof, names, k, n_boot, seed)
+            table = Table(title=f"{model} / {fm}: scores ranked by Spearman ({'screening' if path.is_file() else 'evaluation'} "
+                                f"campaign, {trials['input_id'].nunique():,} inputs x {trials['fault_id'].nunique():,} faults)",
+                          title_justify="left", box=box.SIMPLE_HEAD)
+            columns = ("spearman", "kendall_tau_b", "precision_at_k", "lift_at_k", "auroc", "apfd")
+            for column in ("score",) + columns:
+                table.add_column(column.replace("_at_k", f"@{k}"))
+            for row in quality.itertuples(index=False):
+                cells = [f"{_num(getattr(row, c))} [{_num(getattr(row, c + '_low'))}, {_num(getattr(row, c + '_high'))}]"
+                         for c in columns]
+                table.add_row(row.score, *cells)
+            (console if console.is_terminal else Console(width=TABLE_WIDTH + 40)).print(table)
+            frames.append(quality.assign(model=model, fault_model=fm))
+            if learned and len(names) > 1:
+                verdict = learned_vs_scores(trials, prof, names, k, n_boot, seed)
+                console.print(f"learned ({verdict['train_inputs']} inputs x {verdict['train_faults']} faults to fit, "
+                              f"{verdict['test_inputs']} x {verdict['test_faults']} held out): Spearman minus best "
+                              f"single score `{verdict['best_single']}`: {_num(verdict['spearman_difference'])} "
+                              f"[{_num(verdict['difference_low'])}, {_num(verdict['difference_high'])}] -> "
+                              f"{'beats it' if verdict['beats_best'] else 'does not beat it'}")
+    if out:
+        write_text_atomic(pd.concat(frames, ignore_index=True).to_csv(index=False), out)
+        console.print(f"Table: {out}")
 
 
 @app.command("list")

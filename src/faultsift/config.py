@@ -45,6 +45,7 @@ class StudyConfig(BaseModel):
     n_boot: int = Field(default=2000, ge=100)
     batch_size: int = Field(default=512, ge=1)
     device: str = "cpu"
+    report: bool = Field(default=True, description="write report.html, report.md and report/*.csv")
 
 
 def validated(cls: type[M], **values) -> M:

@@ -91,7 +91,7 @@ def screening_rates(trials: pd.DataFrame) -> pd.Series:
 def select_sets(prof: pd.DataFrame, config: StudyConfig, screening: pd.Series | None) -> list[InputSet]:
     sets = []
     for name in config.strategies:
-        kwargs = {"screening": screening} if name == "fi-ranked" else {}
+        kwargs = {"screening": screening} if name in ("fi-ranked", "learned") else {}
         sets.append(get_strategy(name, **kwargs).select(prof, config.k, seed=config.selection_seed))
     return sets
 
@@ -175,6 +175,10 @@ def run_study(config: StudyConfig, out_dir: Path, progress: Progress | None = No
     margin_figure(margins, out_dir / "margins.png")
     write_text_atomic(markdown_report(summary), out_dir / "results.md")
     write_json_atomic(_json_safe(summary), out_dir / "summary.json")
+    if config.report:
+        from faultsift.report.html import write_report
+
+        write_report(out_dir, n_boot=min(config.n_boot, 400), seed=config.fault_seed)
     return summary
 
 

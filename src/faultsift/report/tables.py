@@ -97,3 +97,10 @@ def markdown_report(summary: dict) -> str:
                        f"{100 * p['margin_below_0.01']:.1f}% | {100 * p['margin_below_0.1']:.1f}% | "
                        f"{p['margin_quantiles']['0.5']:.3f} |")
     return "\n".join(out) + "\n"
+
+
+def frame_markdown(frame) -> str:
+    """A DataFrame as a Markdown table (cells as ``str``; ``|`` escaped)."""
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])

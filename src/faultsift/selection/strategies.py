@@ -16,6 +16,7 @@ import pandas as pd
 
 from faultsift.errors import ConfigError
 from faultsift.registry import Registry
+from faultsift.selection.scores import SCORES, logit_score_names, profile_scores
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,48 @@ class RandomStrategy(Strategy):
         return self._make(np.sort(ids), seed=seed)
 
 
-@STRATEGIES.register("low-confidence")
-class LowConfidence(Strategy):
-    """Smallest margin (top-1 minus top-2 probability) among correctly classified inputs."""
+class _ByScore(Strategy):
+    """Shared part of the strategies that rank by a registered score."""
 
-    name = "low-confidence"
+    def __init__(self, score: str = "margin", only_correct: bool = True):
+        super().__init__(only_correct)
+        SCORES.get(score)  # unknown names fail here, with suggestions
+        self.score = score
+
+    def scored(self, profile: pd.DataFrame, k: int) -> pd.DataFrame:
+        pool = self.candidates(profile, k)
+        return pool.assign(_score=profile_scores(pool, [self.score])[self.score].to_numpy())
+
+
+@STRATEGIES.register("lowest")
+class Lowest(_ByScore):
+    """The ``k`` inputs with the smallest ``score`` (ties: lowest input id)."""
+
+    name = "lowest"
     ascending = True
 
     def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
-        pool = self.candidates(profile, k)
-        ranked = pool.sort_values(["margin", "input_id"], ascending=[self.ascending, True], kind="stable")
-        return self._make(ranked["input_id"].to_numpy()[:k], score="margin")
+        ranked = self.scored(profile, k).sort_values(["_score", "input_id"], ascending=[self.ascending, True],
+                                                    kind="stable")
+        return self._make(ranked["input_id"].to_numpy()[:k], score=self.score)
+
+
+@STRATEGIES.register("highest")
+class Highest(Lowest):
+    """The ``k`` inputs with the largest ``score``."""
+
+    name = "highest"
+    ascending = False
+
+
+@STRATEGIES.register("low-confidence")
+class LowConfidence(Lowest):
+    """Smallest margin (top-1 minus top-2 probability) among correctly classified inputs (the study's)."""
+
+    name = "low-confidence"
+
+    def __init__(self, only_correct: bool = True):
+        super().__init__("margin", only_correct)
 
 
 @STRATEGIES.register("high-confidence")
@@ -125,6 +157,107 @@ class FiRanked(Strategy):
         return self._make(ranked["input_id"].to_numpy()[:k], nonzero_screening_inputs=nonzero, screened_inputs=len(pool))
 
 
+@STRATEGIES.register("class-balanced")
+class ClassBalanced(_ByScore):
+    """Lowest ``score`` per predicted class, in turns: every class's lowest, then every second lowest..."""
+
+    name = "class-balanced"
+
+    def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
+        pool = self.scored(profile, k).sort_values(["_score", "input_id"], kind="stable")
+        pool = pool.assign(_turn=pool.groupby("pred", sort=False).cumcount())
+        ranked = pool.sort_values(["_turn", "_score", "input_id"], kind="stable")
+        return self._make(ranked["input_id"].to_numpy()[:k], score=self.score)
+
+
+@STRATEGIES.register("stratified")
+class Stratified(_ByScore):
+    """Equal-count quantile bins of ``score``; ``k`` split evenly over the bins, drawn at random within.
+
+    ``params`` records each chosen input's stratum and the stratum sizes, so the inclusion
+    probability of an input of stratum ``b`` is ``chosen_b / size_b`` (see
+    :func:`faultsift.stats.stratified_rate`).
+    """
+
+    name = "stratified"
+
+    def __init__(self, score: str = "margin", bins: int = 4, only_correct: bool = True):
+        super().__init__(score, only_correct)
+        if not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise ConfigError(f"Expected `bins` >= 1, got {bins}.")
+        self.bins = int(bins)
+
+    def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
+        pool = self.scored(profile, k)
+        if k < self.bins:
+            raise ConfigError(f"Expected `k` >= `bins` ({self.bins}) for a stratified set, got {k}.")
+        order = pool.sort_values(["_score", "input_id"], kind="stable")["input_id"].to_numpy()
+        strata = np.array_split(order, self.bins)
+        quota = np.full(self.bins, k // self.bins) + (np.arange(self.bins) < k % self.bins)
+        rng = np.random.default_rng(seed)
+        chosen, stratum_of = [], []
+        for b, (members, q) in enumerate(zip(strata, quota)):
+            picked = np.sort(rng.choice(members, size=min(int(q), len(members)), replace=False))
+            chosen += picked.tolist()
+            stratum_of += [b] * len(picked)
+        return self._make(chosen, score=self.score, seed=seed, bins=self.bins, stratum_of=stratum_of,
+                          stratum_sizes=[len(m) for m in strata], population=len(pool))
+
+
+@STRATEGIES.register("learned")
+class Learned(Strategy):
+    """Rank unscreened inputs by a model fitted on a screening campaign's per-input rates.
+
+    ``screening`` maps input id -> critical rate (the screened inputs are the training set); the
+    features are ``features`` scores (default: every logit score). The chosen inputs are the ``k``
+    unscreened candidates with the highest predicted rate.
+    """
+
+    name = "learned"
+
+    def __init__(self, screening: pd.Series | None = None, features=None, only_correct: bool = True):
+        super().__init__(only_correct)
+        if screening is None:
+            raise ConfigError("Strategy `learned` needs screening results; pass a screening campaign's per-input rates.")
+        self.screening = screening
+        self.features = list(features or logit_score_names())
+
+    def select(self, profile: pd.DataFrame, k: int, seed: int = 0) -> InputSet:
+        pool = self.candidates(profile, k)
+        screened = pool["input_id"].isin(self.screening.index)
+        train, rest = pool[screened], pool[~screened]
+        if len(train) < 2 or len(rest) < k:
+            raise ConfigError(f"Expected at least 2 screened and `k` ({k}) unscreened candidates, "
+                              f"got {len(train)} and {len(rest)}.")
+        model = fit_vulnerability_model(profile_scores(train, self.features),
+                                        self.screening.loc[train["input_id"]].to_numpy(), seed)
+        predicted = model.predict(profile_scores(rest, self.features))
+        ranked = rest.assign(_pred=predicted).sort_values(["_pred", "input_id"], ascending=[False, True],
+                                                          kind="stable")
+        return self._make(ranked["input_id"].to_numpy()[:k], features=self.features, seed=seed,
+                          trained_on=len(train))
+
+
+def fit_vulnerability_model(features: pd.DataFrame, rates, seed: int = 0):
+    """A small gradient-boosted regressor of per-input critical rate on scores (scikit-learn).
+
+    >>> m = fit_vulnerability_model(pd.DataFrame({"margin": [0.0, 0.5, 1.0]}), [0.3, 0.1, 0.0])
+    >>> bool(m.predict(pd.DataFrame({"margin": [0.0]}))[0] > m.predict(pd.DataFrame({"margin": [1.0]}))[0])
+    True
+    """
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    model = GradientBoostingRegressor(n_estimators=100, max_depth=2, learning_rate=0.05, random_state=seed)
+    return model.fit(features, np.asarray(rates, dtype=np.float64))
+
+
 def get_strategy(name: str, **kwargs) -> Strategy:
-    """Instantiate a registered strategy by name."""
-    return STRATEGIES.get(name)(**kwargs)
+    """Instantiate a registered strategy by name; an option it does not take is a ConfigError."""
+    import inspect
+
+    cls = STRATEGIES.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"Strategy `{name}` does not take `{unknown[0]}`; it takes: {', '.join(accepted) or 'nothing'}.")
+    return cls(**kwargs)
