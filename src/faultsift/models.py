@@ -23,10 +23,12 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -108,11 +110,16 @@ def load_weights(model: nn.Module, path: Path, what: str) -> nn.Module:
     return model
 
 
+def _closest(name: str, names: list[str]) -> list[str]:
+    """A short list of choices for an error message: the closest names, else the first ones."""
+    return difflib.get_close_matches(name, names, n=5, cutoff=0.5) or names[:10]
+
+
 def _timm(name: str, num_classes: int | None) -> nn.Module:
     import timm
 
     if name not in timm.list_models():
-        raise ConfigError(unknown_name_message("timm model", name, timm.list_models(f"*{name[:3]}*")[:10]))
+        raise ConfigError(unknown_name_message("timm model", name, _closest(name, timm.list_models())))
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return timm.create_model(name, pretrained=False, **kwargs)
 
@@ -122,7 +129,7 @@ def _torchvision(name: str, num_classes: int | None) -> nn.Module:
 
     names = torchvision.models.list_models()
     if name not in names:
-        raise ConfigError(unknown_name_message("torchvision model", name, [n for n in names if n[:3] == name[:3]][:10] or names[:10]))
+        raise ConfigError(unknown_name_message("torchvision model", name, _closest(name, names)))
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision.models.get_model(name, weights=None, **kwargs)
 
@@ -131,7 +138,9 @@ def _torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise LoadError(f"TorchScript file {path} does not exist.")
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecation notice of torch.jit
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise LoadError(f"Could not load TorchScript file {path} ({type(exc).__name__}).") from None
 
