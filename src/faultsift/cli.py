@@ -46,6 +46,33 @@ def _progress(quiet: bool) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet, transient=False)
 
 
+WEIGHTS_HELP = "State-dict file (.safetensors, .pth) for timm:/torchvision:/py: models; random init without one."
+NUM_CLASSES_HELP = "Classes of a timm:/torchvision: model's head (to match the weights or the data)."
+DTYPE_HELP = "Precision of model and inputs: fp32, fp16 or bf16 (bit flips follow it)."
+LABELS_HELP = "Labels file of an imagenet-val:DIR pool."
+LIMIT_HELP = "Keep the first N inputs of the pool."
+SUBSET_HELP = "Keep a seeded random N inputs of the pool (seed: --selection-seed in study, 0 elsewhere)."
+PRESET_OPTIONS = {  # StudyConfig field -> study option name, for presets: options given explicitly win
+    "models": "models", "data": "data", "fault_models": "fault_models", "sites": "sites", "k": "k",
+    "n_faults": "faults", "n_screen_faults": "screen_faults", "selection_seed": "selection_seed",
+    "bit_low": "bit_low", "bit_high": "bit_high", "dtype": "dtype",
+}
+PREPROCESS_HELP = ("Image preprocessing overrides (default: the timm model's data config), e.g. "
+                   "size=224,crop_pct=0.9,interpolation=bicubic,mean=0.5/0.5/0.5,std=0.5/0.5/0.5.")
+
+
+def _load(model: str, data: str, weights, num_classes, dtype, labels, limit, subset, preprocess):
+    """Model and pool for the stage commands; images are preprocessed as the model expects."""
+    from faultsift.data import image_preprocess, load_data
+    from faultsift.models import init_note, load_model
+
+    net = load_model(model, weights, dtype=dtype, num_classes=num_classes)
+    pool = load_data(data, preprocess=image_preprocess(data, net, preprocess), labels=labels, limit=limit, subset=subset)
+    err_console.print(f"{model}: {init_note(model, weights)}, {dtype}; {data}: {len(pool)} inputs"
+                      + (f", {len(pool.skipped)} unreadable skipped" if pool.skipped else ""), markup=False)
+    return net, pool
+
+
 def _split(values: Optional[str]) -> tuple[str, ...]:
     return tuple(v.strip() for v in values.split(",") if v.strip()) if values else ()
 
@@ -80,21 +107,43 @@ def study(
     bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit (default: the top bit)."),
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP + " Comma-separated, one per model."),
+    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
+    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
+    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
+    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
+    preset: Optional[str] = typer.Option(None, help="study-vit or study-swin: the study's configuration; explicit options override it."),
+    device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
 ) -> None:
     """Run the main job: profile, select four input sets, inject, compare; print the tables."""
     from datetime import datetime
 
+    import click
+
     from faultsift.config import DEFAULT_FAULT_MODELS, DEFAULT_MODELS, StudyConfig, validated
+    from faultsift.presets import preset_values
     from faultsift.study import run_study
 
     if screen_seed == fault_seed:
         raise ConfigError(f"Expected `--screen-seed` different from `--fault-seed` ({fault_seed}), so the screening does not bias the evaluation.")
-    config = validated(
-        StudyConfig, models=_split(models) or DEFAULT_MODELS, data=data,
+    values = dict(
+        models=_split(models) or DEFAULT_MODELS, data=data,
         fault_models=_split(fault_models) or DEFAULT_FAULT_MODELS, sites=_split(sites), k=k, n_faults=faults,
         n_screen_faults=screen_faults, fault_seed=fault_seed, screen_seed=screen_seed, selection_seed=selection_seed,
         bit_low=bit_low, bit_high=bit_high, n_boot=n_boot,
+        weights=tuple(w.strip() for w in weights.split(",")) if weights else (), num_classes=num_classes, dtype=dtype,
+        labels=labels, limit=limit, subset=subset, preprocess=preprocess, device=device,
     )
+    if preset:
+        ctx = click.get_current_context()
+        given = {field for field, option in PRESET_OPTIONS.items()
+                 if ctx.get_parameter_source(option) != click.core.ParameterSource.DEFAULT}
+        if "data" not in given:
+            raise ConfigError(f"Expected `--data imagenet-val:DIR --labels FILE` or `--data imagefolder:DIR` with `--preset {preset}`.")
+        values = {**values, **{f: v for f, v in preset_values(preset).items() if f not in given}}
+    config = validated(StudyConfig, **values)
     out = out or Path("runs") / f"study-{datetime.now():%Y%m%d-%H%M%S}"
     with _progress(quiet) as progress:
         summary = run_study(config, out, RichProgress(progress))
@@ -109,13 +158,18 @@ def profile_cmd(
     model: str = typer.Argument(..., help="Model spec, e.g. zoo:digits-vit."),
     data: str = typer.Argument(..., help="Data spec, e.g. zoo:digits-hard."),
     out: Path = typer.Option(Path("profile.parquet"), help="Parquet file to write."),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
+    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
+    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
+    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
+    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
 ) -> None:
     """One golden pass: per input label, prediction, probabilities, margin, entropy, correct."""
-    from faultsift.data import load_data
-    from faultsift.models import load_model
     from faultsift.profile import profile, write_profile
 
-    prof = profile(load_model(model), load_data(data))
+    prof = profile(*_load(model, data, weights, num_classes, dtype, labels, limit, subset, preprocess))
     write_profile(prof, out)
     console.print(f"{len(prof)} inputs, accuracy {prof['correct'].mean():.3f}, "
                   f"{int((prof['margin'] < 0.01).sum())} with margin < 0.01 -> {out}")
@@ -172,6 +226,13 @@ def inject(
     bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit."),
     threshold: float = typer.Option(1e-5, help="Absolute output difference that counts as an SDC."),
     out: Path = typer.Option(..., help="Folder for faults.parquet, trials.parquet and summary.json."),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
+    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
+    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
+    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
+    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
 ) -> None:
     """Run one campaign: the same fault list on every input set; print the comparison."""
     import numpy as np
@@ -180,18 +241,17 @@ def inject(
     from faultsift.campaign.plan import faults_frame, plan_faults
     from faultsift.campaign.store import write_json_atomic, write_parquet_atomic
     from faultsift.config import StudyConfig, validated
-    from faultsift.data import load_data
     from faultsift.engine.reference import ReferenceEngine
-    from faultsift.models import load_model
     from faultsift.selection.strategies import InputSet
     from faultsift.study import _json_safe, _sites, build_fault_model, run_trials, SilentProgress, check_out_dir
 
     check_out_dir(out)
     config = validated(StudyConfig, models=(model,), data=data, fault_models=(fault_model,), sites=_split(sites),
-                       n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold)
+                       n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold,
+                       weights=(str(weights or ""),), num_classes=num_classes, dtype=dtype, labels=labels,
+                       limit=limit, subset=subset, preprocess=preprocess)
     input_sets = [InputSet.from_dict(s) for s in _read_sets(sets)]
-    pool = load_data(data)
-    net = load_model(model)
+    net, pool = _load(model, data, weights, num_classes, dtype, labels, limit, subset, preprocess)
     for s in input_sets:
         if s.input_ids and max(s.input_ids) >= len(pool):
             raise ConfigError(f"Set `{s.name}` indexes input {max(s.input_ids)}, but `{data}` has {len(pool)} inputs.")
@@ -212,21 +272,24 @@ def inject(
 
 
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, faults or scores.")) -> None:
+def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, faults, scores or presets.")) -> None:
     """List registered names."""
     from faultsift.data import ZOO_DATA
     from faultsift.faults.models import FAULT_MODELS
+    from faultsift.presets import PRESETS
     from faultsift.registry import unknown_name_message
     from faultsift.selection.scores import SCORES
     from faultsift.selection.strategies import STRATEGIES
     from faultsift.zoo.models import ZOO_MODELS
 
     listings = {
-        "models": [f"zoo:{n}" for n in ZOO_MODELS.names()] + ["timm:NAME[:WEIGHTS]", "torchscript:FILE"],
-        "data": [f"zoo:{n}" for n in sorted(ZOO_DATA)] + ["tensors:FILE"],
+        "models": [f"zoo:{n}" for n in ZOO_MODELS.names()] + ["timm:NAME[:WEIGHTS]", "torchvision:NAME", "torchscript:FILE",
+                                                             "exported:FILE", "py:package.module:factory"],
+        "data": [f"zoo:{n}" for n in sorted(ZOO_DATA)] + ["imagefolder:DIR", "imagenet-val:DIR", "tensors:FILE"],
         "strategies": STRATEGIES.names(),
         "faults": FAULT_MODELS.names(),
         "scores": SCORES.names(),
+        "presets": PRESETS.names(),
     }
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))

@@ -259,6 +259,13 @@ def _load_images(spec: str, root: Path, items: list[tuple[str, int]], preprocess
                    tuple(names[i] for i in kept), skipped)
 
 
+def image_preprocess(spec: str, model: torch.nn.Module, overrides: str | None = None) -> Preprocess | None:
+    """The preprocessing of an image spec for ``model`` (its data config, then ``overrides``); None for other specs."""
+    if not spec.startswith(("imagefolder:", "imagenet-val:")):
+        return None
+    return Preprocess.for_model(model).updated(overrides)
+
+
 def load_data(spec: str, *, preprocess: Preprocess | None = None, labels: str | Path | None = None,
               limit: int | None = None, subset: int | None = None, seed: int = 0) -> Dataset:
     """A :class:`Dataset` for ``spec`` (see the module docstring)."""
