@@ -92,6 +92,7 @@ def _print_campaign(model: str, result: dict) -> None:
 
 @app.command()
 def study(
+    ctx: typer.Context,
     out: Optional[Path] = typer.Option(None, help="Results folder (default: a new folder under runs/)."),
     models: Optional[str] = typer.Option(None, help="Comma-separated model specs (default: the built-in ViT, Swin, CNN)."),
     data: str = typer.Option("zoo:digits-hard", help="Data spec of the pool to select from."),
@@ -120,8 +121,6 @@ def study(
     """Run the main job: profile, select four input sets, inject, compare; print the tables."""
     from datetime import datetime
 
-    import click
-
     from faultsift.config import DEFAULT_FAULT_MODELS, DEFAULT_MODELS, StudyConfig, validated
     from faultsift.presets import preset_values
     from faultsift.study import run_study
@@ -137,9 +136,7 @@ def study(
         labels=labels, limit=limit, subset=subset, preprocess=preprocess, device=device,
     )
     if preset:
-        ctx = click.get_current_context()
-        given = {field for field, option in PRESET_OPTIONS.items()
-                 if ctx.get_parameter_source(option) != click.core.ParameterSource.DEFAULT}
+        given = {field for field, option in PRESET_OPTIONS.items() if ctx.get_parameter_source(option).name != "DEFAULT"}
         if "data" not in given:
             raise ConfigError(f"Expected `--data imagenet-val:DIR --labels FILE` or `--data imagefolder:DIR` with `--preset {preset}`.")
         values = {**values, **{f: v for f, v in preset_values(preset).items() if f not in given}}

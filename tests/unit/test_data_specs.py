@@ -8,19 +8,7 @@ from PIL import Image
 from faultsift.data import Preprocess, load_data
 from faultsift.errors import ConfigError, LoadError
 
-
-def write_images(root, per_class=3, classes=("cat", "dog"), seed=0):
-    """Random RGB PNGs of varied sizes in an ImageFolder layout; returns the paths per class."""
-    rng = np.random.default_rng(seed)
-    paths = {}
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        paths[c] = []
-        for i in range(per_class):
-            path = root / c / f"img{i}.png"
-            Image.fromarray(rng.integers(0, 256, (30 + 7 * i, 41, 3), dtype=np.uint8)).save(path)
-            paths[c].append(path)
-    return paths
+from conftest import write_image_folder as write_images
 
 
 def test_imagefolder_matches_timm_eval_transform_and_sorted_class_labels(tmp_path):
