@@ -326,6 +326,18 @@ def zoo_train(
         console.print(f"{name}: test accuracy {card['test_accuracy']:.4f}, hard pool {card['hard_pool_accuracy']:.4f}")
 
 
+@zoo_app.command("text-data")
+def zoo_text_data(
+    out: Path = typer.Option(Path("tokens.pt"), help="Tensors file to write (inputs: token ids, labels)."),
+    n: int = typer.Option(512, "-n", help="Sequences."),
+    seed: int = typer.Option(1, help="Seed of the synthetic task."),
+) -> None:
+    """Write a pool of the built-in text task for `py:faultsift.zoo.text:text_classifier`."""
+    from faultsift.zoo.text import write_keyword_pool
+
+    console.print(f"{n} sequences -> {write_keyword_pool(out, n, seed)}")
+
+
 @zoo_app.command("list")
 def zoo_list() -> None:
     """Built-in models with their recorded accuracy."""

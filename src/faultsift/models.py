@@ -249,6 +249,13 @@ def load_model(spec: str, weights: str | Path | None = None, *, dtype: str = "fp
     return model.eval()
 
 
+def check_hookable(model: nn.Module, spec: str) -> None:
+    """Refuse output fault sites on TorchScript models, whose submodules run outside Python hooks."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(f"Expected a model whose module outputs can be hooked, got TorchScript `{spec}`; "
+                          f"give it as `exported:` (torch.export) or `py:` instead.")
+
+
 def init_note(spec: str, weights: str | Path | None) -> str:
     """How a model's parameters are initialised, for reports (random init is said plainly)."""
     kind, _, rest = spec.partition(":")

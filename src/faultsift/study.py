@@ -37,7 +37,7 @@ from faultsift.engine.reference import ReferenceEngine
 from faultsift.errors import ConfigError
 from faultsift.faults.models import FaultModel, make_fault_model
 from faultsift.faults.sites import Site, discover_sites
-from faultsift.models import init_note, load_model, zoo_entry
+from faultsift.models import check_hookable, init_note, load_model, zoo_entry
 from faultsift.profile import profile, write_profile
 from faultsift.selection.strategies import InputSet, get_strategy
 
@@ -210,6 +210,7 @@ def check_k(prof: pd.DataFrame, config: StudyConfig, what: str) -> None:
 
 
 def _sites(model: nn.Module, model_spec: str, data: Dataset, config: StudyConfig) -> list[Site]:
+    check_hookable(model, model_spec)
     entry = zoo_entry(model_spec)
     patterns = list(config.sites) or (list(entry.site_classes) if entry else [])
     if not patterns:

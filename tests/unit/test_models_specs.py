@@ -9,7 +9,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from faultsift.errors import ConfigError, LoadError
-from faultsift.models import init_note, load_model, zoo_entry
+from faultsift.campaign.plan import plan_faults
+from faultsift.engine.reference import injected
+from faultsift.faults.models import make_fault_model
+from faultsift.faults.sites import discover_sites
+from faultsift.models import check_hookable, init_note, load_model, zoo_entry
 
 
 def _same_output(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
@@ -101,6 +105,20 @@ def test_torchscript_and_exported_programs(tmp_path, source):
     # submodules keep their qualified names, so fault sites can be chosen by name
     names = {n for n, _ in exported.named_modules()}
     assert {"blocks.0.attn", "blocks.1.mlp"} <= names
+    # faults land in an exported program by qualified name
+    site = discover_sites(exported, x[:2], ["blocks.0.attn"])[0]
+    shapes = []
+    handle = source.blocks[0].attn.register_forward_hook(lambda m, a, out: shapes.append(out.shape))
+    with torch.inference_mode():
+        source(x[:2])
+    handle.remove()
+    assert site.numel == shapes[0].numel() // 2
+    fm = make_fault_model("bitflip", bit_low=30, bit_high=30)
+    fault = plan_faults([site], fm, 1, seed=0)[0]
+    with torch.inference_mode(), injected(exported, fault, fm, len(x)):
+        assert not torch.equal(exported(x), source(x))
+    with pytest.raises(ConfigError, match="got TorchScript"):
+        check_hookable(scripted, "torchscript:m.ts")
     torch.export.save(torch.export.export(source, (x[:2],)), str(tmp_path / "static.pt2"))
     with pytest.raises(LoadError, match="static batch size 2; export it with a dynamic batch dimension"):
         load_model(f"exported:{tmp_path / 'static.pt2'}")
