@@ -69,7 +69,7 @@ def _load(model: str, data: str, weights, num_classes, dtype, labels, limit, sub
     net = load_model(model, weights, dtype=dtype, num_classes=num_classes)
     pool = load_data(data, preprocess=image_preprocess(data, net, preprocess), labels=labels, limit=limit, subset=subset)
     err_console.print(f"{model}: {init_note(model, weights)}, {dtype}; {data}: {len(pool)} inputs"
-                      + (f", {len(pool.skipped)} unreadable skipped" if pool.skipped else ""), markup=False)
+                      + (f", {len(pool.skipped)} unreadable skipped" if pool.skipped else ""), markup=False, soft_wrap=True)
     return net, pool
 
 

@@ -101,6 +101,15 @@ def test_too_few_correct_inputs_and_a_missing_preset_folder_are_one_line_errors(
     assert code == 2 and "Did you mean `study-vit`" in err
 
 
+def test_profile_command_on_an_image_folder_with_limit(images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p.parquet"
+    code, err = main_exit(monkeypatch, capsys, "profile", "timm:test_vit", f"imagefolder:{images}", "--num-classes",
+                          "2", "--limit", "5", "--out", str(out))  # the 5 first files hold the broken one
+    assert code == 0 and "random init (no weights given)" in err and "4 inputs, 1 unreadable skipped" in err
+    prof = pd.read_parquet(out)
+    assert len(prof) == 4 and prof["label"].tolist() == [0, 0, 0, 1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec,sites,fault_models", [
     ("timm:vit_tiny_patch16_224", None, "bitflip,beam-body,beam-full"),

@@ -68,3 +68,18 @@ def test_bit_flips_follow_the_site_dtype(hard_pool):
 def test_unknown_dtype_suggests_the_closest():
     with pytest.raises(ConfigError, match="Unknown dtype `fp61`.*Did you mean `fp16`"):
         load_model("zoo:digits-vit", dtype="fp61")
+
+
+def test_beam_rows_follow_the_dtype_and_presets_resolve():
+    from faultsift.config import StudyConfig, validated
+    from faultsift.presets import preset_values
+    from faultsift.study import build_fault_model
+
+    config = validated(StudyConfig, **preset_values("study-swin"))
+    assert config.models == ("timm:swin_base_patch4_window7_224",) and (config.bit_low, config.bit_high) == (14, 23)
+    fm = build_fault_model("beam-body", config, config.models[0])  # every Swin micro-op has its fp32 rows
+    assert fm.params()["table_model"] == "swin_base_patch4_window7_224" and fm.params()["precision"] == "fp32"
+    half = config.model_copy(update={"dtype": "fp16"})
+    assert build_fault_model("beam-full", half, config.models[0]).params()["precision"] == "fp16"
+    with pytest.raises(ConfigError, match="no bf16 rows"):
+        build_fault_model("beam-body", config.model_copy(update={"dtype": "bf16"}), config.models[0])
