@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich import box
@@ -59,6 +59,15 @@ PRESET_OPTIONS = {  # StudyConfig field -> study option name, for presets: optio
 }
 PREPROCESS_HELP = ("Image preprocessing overrides (default: the timm model's data config), e.g. "
                    "size=224,crop_pct=0.9,interpolation=bicubic,mean=0.5/0.5/0.5,std=0.5/0.5/0.5.")
+
+# options shared by study, profile and inject
+WeightsOption = Annotated[Optional[Path], typer.Option(help=WEIGHTS_HELP)]
+NumClassesOption = Annotated[Optional[int], typer.Option(help=NUM_CLASSES_HELP)]
+DtypeOption = Annotated[str, typer.Option(help=DTYPE_HELP)]
+LabelsOption = Annotated[Optional[str], typer.Option(help=LABELS_HELP)]
+LimitOption = Annotated[Optional[int], typer.Option(help=LIMIT_HELP)]
+SubsetOption = Annotated[Optional[int], typer.Option(help=SUBSET_HELP)]
+PreprocessOption = Annotated[Optional[str], typer.Option(help=PREPROCESS_HELP)]
 
 
 def _load(model: str, data: str, weights, num_classes, dtype, labels, limit, subset, preprocess):
@@ -109,12 +118,12 @@ def study(
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP + " Comma-separated, one per model."),
-    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
-    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
-    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
-    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
-    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
-    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
     preset: Optional[str] = typer.Option(None, help="study-vit or study-swin: the study's configuration; explicit options override it."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
 ) -> None:
@@ -155,13 +164,13 @@ def profile_cmd(
     model: str = typer.Argument(..., help="Model spec, e.g. zoo:digits-vit."),
     data: str = typer.Argument(..., help="Data spec, e.g. zoo:digits-hard."),
     out: Path = typer.Option(Path("profile.parquet"), help="Parquet file to write."),
-    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
-    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
-    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
-    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
-    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
-    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
-    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
+    weights: WeightsOption = None,
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
 ) -> None:
     """One golden pass: per input label, prediction, probabilities, margin, entropy, correct."""
     from faultsift.profile import profile, write_profile
@@ -223,13 +232,13 @@ def inject(
     bit_high: Optional[int] = typer.Option(None, help="Highest bit a bitflip may hit."),
     threshold: float = typer.Option(1e-5, help="Absolute output difference that counts as an SDC."),
     out: Path = typer.Option(..., help="Folder for faults.parquet, trials.parquet and summary.json."),
-    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
-    num_classes: Optional[int] = typer.Option(None, help=NUM_CLASSES_HELP),
-    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
-    labels: Optional[str] = typer.Option(None, help=LABELS_HELP),
-    limit: Optional[int] = typer.Option(None, help=LIMIT_HELP),
-    subset: Optional[int] = typer.Option(None, help=SUBSET_HELP),
-    preprocess: Optional[str] = typer.Option(None, help=PREPROCESS_HELP),
+    weights: WeightsOption = None,
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
 ) -> None:
     """Run one campaign: the same fault list on every input set; print the comparison."""
     import numpy as np

@@ -16,6 +16,13 @@ from faultsift.faults.sites import discover_sites
 from faultsift.models import check_hookable, init_note, load_model, zoo_entry
 
 
+FACTORIES = (
+    "import torch\n"
+    "def small():\n    torch.manual_seed(0)\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))\n"
+    "def not_a_model():\n    return 3\n"
+)
+
+
 def _same_output(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
     with torch.inference_mode():
         return torch.equal(a.eval()(x), b.eval()(x))
@@ -67,14 +74,25 @@ def test_unreadable_weights_and_unknown_names(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(LoadError, match="Could not read weights file"):
         load_model("timm:test_vit", weights=bad)
-    with pytest.raises(ConfigError, match="Did you mean `test_vit`"):
-        load_model("timm:test_vitt")
-    with pytest.raises(ConfigError, match="Did you mean `resnet18`"):
-        load_model("torchvision:resnet181")
-    with pytest.raises(ConfigError, match="Unknown model kind `tim`.*Did you mean `timm`"):
-        load_model("tim:resnet18")
     with pytest.raises(ConfigError, match="no separate weights"):
         load_model("zoo:digits-vit", weights=bad)
+
+
+@pytest.mark.parametrize("spec,error,match", [
+    ("timm:test_vitt", ConfigError, "Did you mean `test_vit`"),
+    ("torchvision:resnet181", ConfigError, "Did you mean `resnet18`"),
+    ("tim:resnet18", ConfigError, "Unknown model kind `tim`.*Did you mean `timm`"),
+    ("py:mymodels:smal", ConfigError, "Did you mean `small`"),
+    ("py:mymodels:not_a_model", ConfigError, "to return an nn.Module, got int"),
+    ("py:no_such_module_xyz:f", LoadError, "Could not import `no_such_module_xyz`"),
+    ("py:mymodels", ConfigError, "Expected `py:package.module:factory`"),
+])
+def test_bad_specs_are_one_line_errors(tmp_path, monkeypatch, spec, error, match):
+    (tmp_path / "mymodels.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(error, match=match) as err:
+        load_model(spec)
+    assert "\n" not in str(err.value)
 
 
 def test_torchvision_weights_roundtrip(tmp_path):
@@ -127,24 +145,12 @@ def test_torchscript_and_exported_programs(tmp_path, source):
 
 
 def test_py_factory_from_a_file_and_a_module(tmp_path, monkeypatch):
-    (tmp_path / "mymodels.py").write_text(
-        "import torch\n"
-        "def small():\n    torch.manual_seed(0)\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))\n"
-        "def not_a_model():\n    return 3\n"
-    )
+    (tmp_path / "mymodels.py").write_text(FACTORIES)
     by_file = load_model(f"py:{tmp_path / 'mymodels.py'}:small")
     monkeypatch.syspath_prepend(str(tmp_path))
     by_module = load_model("py:mymodels:small")
     x = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(0))
     assert _same_output(by_file, by_module, x) and by_file(x).shape == (2, 4)
-    with pytest.raises(ConfigError, match="Did you mean `small`"):
-        load_model("py:mymodels:smal")
-    with pytest.raises(ConfigError, match="to return an nn.Module, got int"):
-        load_model("py:mymodels:not_a_model")
-    with pytest.raises(LoadError, match="Could not import `no_such_module_xyz`"):
-        load_model("py:no_such_module_xyz:f")
-    with pytest.raises(ConfigError, match="Expected `py:package.module:factory`"):
-        load_model("py:mymodels")
 
 
 def test_timm_families_get_the_study_micro_ops():
