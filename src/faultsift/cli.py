@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich import box
@@ -52,6 +52,42 @@ def _progress(quiet: bool) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet, transient=False)
 
 
+WEIGHTS_HELP = "State-dict file (.safetensors, .pth) for timm:/torchvision:/py: models; random init without one."
+NUM_CLASSES_HELP = "Classes of a timm:/torchvision: model's head (to match the weights or the data)."
+DTYPE_HELP = "Precision of model and inputs: fp32, fp16 or bf16 (bit flips follow it)."
+LABELS_HELP = "Labels file of an imagenet-val:DIR pool."
+LIMIT_HELP = "Keep the first N inputs of the pool."
+SUBSET_HELP = "Keep a seeded random N inputs of the pool (seed: --selection-seed in study, 0 elsewhere)."
+PRESET_OPTIONS = {  # StudyConfig field -> study option name, for presets: options given explicitly win
+    "models": "models", "data": "data", "fault_models": "fault_models", "sites": "sites", "k": "k",
+    "n_faults": "faults", "n_screen_faults": "screen_faults", "selection_seed": "selection_seed",
+    "bit_low": "bit_low", "bit_high": "bit_high", "dtype": "dtype",
+}
+PREPROCESS_HELP = ("Image preprocessing overrides (default: the timm model's data config), e.g. "
+                   "size=224,crop_pct=0.9,interpolation=bicubic,mean=0.5/0.5/0.5,std=0.5/0.5/0.5.")
+
+# options shared by study, profile and inject
+WeightsOption = Annotated[Optional[Path], typer.Option(help=WEIGHTS_HELP)]
+NumClassesOption = Annotated[Optional[int], typer.Option(help=NUM_CLASSES_HELP)]
+DtypeOption = Annotated[str, typer.Option(help=DTYPE_HELP)]
+LabelsOption = Annotated[Optional[str], typer.Option(help=LABELS_HELP)]
+LimitOption = Annotated[Optional[int], typer.Option(help=LIMIT_HELP)]
+SubsetOption = Annotated[Optional[int], typer.Option(help=SUBSET_HELP)]
+PreprocessOption = Annotated[Optional[str], typer.Option(help=PREPROCESS_HELP)]
+
+
+def _load(model: str, data: str, weights, num_classes, dtype, labels, limit, subset, preprocess):
+    """Model and pool for the stage commands; images are preprocessed as the model expects."""
+    from faultsift.data import image_preprocess, load_data
+    from faultsift.models import init_note, load_model
+
+    net = load_model(model, weights, dtype=dtype, num_classes=num_classes)
+    pool = load_data(data, preprocess=image_preprocess(data, net, preprocess), labels=labels, limit=limit, subset=subset)
+    err_console.print(f"{model}: {init_note(model, weights)}, {dtype}; {data}: {len(pool)} inputs"
+                      + (f", {len(pool.skipped)} unreadable skipped" if pool.skipped else ""), markup=False, soft_wrap=True)
+    return net, pool
+
+
 def _split(values: Optional[str]) -> tuple[str, ...]:
     return tuple(v.strip() for v in values.split(",") if v.strip()) if values else ()
 
@@ -71,6 +107,7 @@ def _print_campaign(model: str, result: dict) -> None:
 
 @app.command()
 def study(
+    ctx: typer.Context,
     out: Optional[Path] = typer.Option(None, help="Results folder (default: a new folder under runs/)."),
     models: Optional[str] = typer.Option(None, help="Comma-separated model specs (default: the built-in ViT, Swin, CNN)."),
     data: str = typer.Option("zoo:digits-hard", help="Data spec of the pool to select from."),
@@ -88,22 +125,40 @@ def study(
     strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (default: random, low-confidence, high-confidence, fi-ranked)."),
     report: bool = typer.Option(True, help="Write report.html, report.md and report/*.csv."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP + " Comma-separated, one per model."),
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
+    preset: Optional[str] = typer.Option(None, help="study-vit or study-swin: the study's configuration; explicit options override it."),
+    device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
 ) -> None:
     """Run the main job: profile, select four input sets, inject, compare; print the tables."""
     from datetime import datetime
 
     from faultsift.config import DEFAULT_FAULT_MODELS, DEFAULT_MODELS, StudyConfig, validated
+    from faultsift.presets import preset_values
     from faultsift.study import run_study
 
     if screen_seed == fault_seed:
         raise ConfigError(f"Expected `--screen-seed` different from `--fault-seed` ({fault_seed}), so the screening does not bias the evaluation.")
-    config = validated(
-        StudyConfig, models=_split(models) or DEFAULT_MODELS, data=data,
+    values = dict(
+        models=_split(models) or DEFAULT_MODELS, data=data,
         fault_models=_split(fault_models) or DEFAULT_FAULT_MODELS, sites=_split(sites), k=k, n_faults=faults,
         n_screen_faults=screen_faults, fault_seed=fault_seed, screen_seed=screen_seed, selection_seed=selection_seed,
         bit_low=bit_low, bit_high=bit_high, n_boot=n_boot, report=report,
         **({"strategies": _split(strategies)} if strategies else {}),
+        weights=tuple(w.strip() for w in weights.split(",")) if weights else (), num_classes=num_classes, dtype=dtype,
+        labels=labels, limit=limit, subset=subset, preprocess=preprocess, device=device,
     )
+    if preset:
+        given = {field for field, option in PRESET_OPTIONS.items() if ctx.get_parameter_source(option).name != "DEFAULT"}
+        if "data" not in given:
+            raise ConfigError(f"Expected `--data imagenet-val:DIR --labels FILE` or `--data imagefolder:DIR` with `--preset {preset}`.")
+        values = {**values, **{f: v for f, v in preset_values(preset).items() if f not in given}}
+    config = validated(StudyConfig, **values)
     out = out or Path("runs") / f"study-{datetime.now():%Y%m%d-%H%M%S}"
     with _progress(quiet) as progress:
         summary = run_study(config, out, RichProgress(progress))
@@ -120,13 +175,18 @@ def profile_cmd(
     model: str = typer.Argument(..., help="Model spec, e.g. zoo:digits-vit."),
     data: str = typer.Argument(..., help="Data spec, e.g. zoo:digits-hard."),
     out: Path = typer.Option(Path("profile.parquet"), help="Parquet file to write."),
+    weights: WeightsOption = None,
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
 ) -> None:
     """One golden pass: per input label, prediction, probabilities, margin, entropy, correct."""
-    from faultsift.data import load_data
-    from faultsift.models import load_model
     from faultsift.profile import profile, write_profile
 
-    prof = profile(load_model(model), load_data(data))
+    prof = profile(*_load(model, data, weights, num_classes, dtype, labels, limit, subset, preprocess))
     write_profile(prof, out)
     console.print(f"{len(prof)} inputs, accuracy {prof['correct'].mean():.3f}, "
                   f"{int((prof['margin'] < 0.01).sum())} with margin < 0.01 -> {out}")
@@ -188,6 +248,13 @@ def inject(
     threshold: float = typer.Option(1e-5, help="Absolute output difference that counts as an SDC."),
     fault_params: Optional[str] = typer.Option(None, help='Fault-model parameters as a JSON object, e.g. \'{"k": 3, "pattern": "row"}\' (see `faultsift list faults`).'),
     out: Path = typer.Option(..., help="Folder for faults.parquet, trials.parquet and summary.json."),
+    weights: WeightsOption = None,
+    num_classes: NumClassesOption = None,
+    dtype: DtypeOption = "fp32",
+    labels: LabelsOption = None,
+    limit: LimitOption = None,
+    subset: SubsetOption = None,
+    preprocess: PreprocessOption = None,
 ) -> None:
     """Run one campaign: the same fault list on every input set; print the comparison."""
     import numpy as np
@@ -196,18 +263,17 @@ def inject(
     from faultsift.campaign.plan import faults_frame, plan_faults
     from faultsift.campaign.store import write_json_atomic, write_parquet_atomic
     from faultsift.config import StudyConfig, validated
-    from faultsift.data import load_data
     from faultsift.engine.reference import ReferenceEngine
-    from faultsift.models import load_model
     from faultsift.selection.strategies import InputSet
     from faultsift.study import _json_safe, _sites, build_fault_model, run_trials, SilentProgress, check_out_dir
 
     check_out_dir(out)
     config = validated(StudyConfig, models=(model,), data=data, fault_models=(fault_model,), sites=_split(sites),
-                       n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold)
+                       n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold,
+                       weights=(str(weights or ""),), num_classes=num_classes, dtype=dtype, labels=labels,
+                       limit=limit, subset=subset, preprocess=preprocess)
     input_sets = [InputSet.from_dict(s) for s in _read_sets(sets)]
-    pool = load_data(data)
-    net = load_model(model)
+    net, pool = _load(model, data, weights, num_classes, dtype, labels, limit, subset, preprocess)
     for s in input_sets:
         if s.input_ids and max(s.input_ids) >= len(pool):
             raise ConfigError(f"Set `{s.name}` indexes input {max(s.input_ids)}, but `{data}` has {len(pool)} inputs.")
@@ -315,21 +381,24 @@ def compare_metrics(
 
 
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, faults or scores.")) -> None:
+def list_cmd(what: str = typer.Argument(..., help="models, data, strategies, faults, scores or presets.")) -> None:
     """List registered names."""
     from faultsift.data import ZOO_DATA
     from faultsift.faults.models import FAULT_MODELS
+    from faultsift.presets import PRESETS
     from faultsift.registry import unknown_name_message
     from faultsift.selection.scores import SCORES
     from faultsift.selection.strategies import STRATEGIES
     from faultsift.zoo.models import ZOO_MODELS
 
     listings = {
-        "models": [f"zoo:{n}" for n in ZOO_MODELS.names()] + ["timm:NAME[:WEIGHTS]", "torchscript:FILE"],
-        "data": [f"zoo:{n}" for n in sorted(ZOO_DATA)] + ["tensors:FILE"],
+        "models": [f"zoo:{n}" for n in ZOO_MODELS.names()] + ["timm:NAME[:WEIGHTS]", "torchvision:NAME", "torchscript:FILE",
+                                                             "exported:FILE", "py:package.module:factory"],
+        "data": [f"zoo:{n}" for n in sorted(ZOO_DATA)] + ["imagefolder:DIR", "imagenet-val:DIR", "tensors:FILE"],
         "strategies": STRATEGIES.names(),
         "faults": FAULT_MODELS.names(),
         "scores": SCORES.names(),
+        "presets": PRESETS.names(),
     }
     if what not in listings:
         raise ConfigError(unknown_name_message("listing", what, sorted(listings)))
@@ -381,6 +450,18 @@ def zoo_train(
         ZOO_MODELS.get(name)
         card = train_zoo_model(name, out_dir)
         console.print(f"{name}: test accuracy {card['test_accuracy']:.4f}, hard pool {card['hard_pool_accuracy']:.4f}")
+
+
+@zoo_app.command("text-data")
+def zoo_text_data(
+    out: Path = typer.Option(Path("tokens.pt"), help="Tensors file to write (inputs: token ids, labels)."),
+    n: int = typer.Option(512, "-n", help="Sequences."),
+    seed: int = typer.Option(1, help="Seed of the synthetic task."),
+) -> None:
+    """Write a pool of the built-in text task for `py:faultsift.zoo.text:text_classifier`."""
+    from faultsift.zoo.text import write_keyword_pool
+
+    console.print(f"{n} sequences -> {write_keyword_pool(out, n, seed)}")
 
 
 @zoo_app.command("list")

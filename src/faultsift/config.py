@@ -8,7 +8,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,6 +46,14 @@ class StudyConfig(BaseModel):
     batch_size: int = Field(default=512, ge=1)
     device: str = "cpu"
     report: bool = Field(default=True, description="write report.html, report.md and report/*.csv")
+    weights: tuple[str, ...] = Field(default=(), description="one state-dict file per model ('' for none); empty: none")
+    num_classes: int | None = Field(default=None, ge=1)
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    labels: str | None = Field(default=None, description="labels file of an imagenet-val: pool")
+    limit: int | None = Field(default=None, ge=1)
+    subset: int | None = Field(default=None, ge=1)
+    preprocess: str | None = Field(default=None, description="image preprocessing overrides, e.g. size=224,crop_pct=0.9")
+    preset: str | None = None
 
 
 def validated(cls: type[M], **values) -> M:

@@ -31,13 +31,13 @@ from faultsift.analysis import analyse_sets
 from faultsift.campaign.plan import faults_frame, plan_faults
 from faultsift.campaign.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 from faultsift.config import StudyConfig
-from faultsift.data import Dataset, load_data
+from faultsift.data import Dataset, image_preprocess, load_data
 from faultsift.engine.outcome import OUTCOMES
 from faultsift.engine.reference import ReferenceEngine
 from faultsift.errors import ConfigError
 from faultsift.faults.models import FaultModel, make_fault_model
 from faultsift.faults.sites import Site, discover_sites
-from faultsift.models import load_model, zoo_entry
+from faultsift.models import check_hookable, init_note, load_model, zoo_entry
 from faultsift.profile import profile, write_profile
 from faultsift.selection.strategies import InputSet, get_strategy
 
@@ -68,7 +68,10 @@ def build_fault_model(name: str, config: StudyConfig, model_spec: str) -> FaultM
         entry = zoo_entry(model_spec)
         table_model = entry.beam_table_model if entry else "vit_base_patch16_224"
         microops = entry.beam_microops if entry else None
-        return make_fault_model(name, table_model=table_model, microops=microops, threshold=config.beam_threshold)
+        if config.dtype == "bf16":
+            raise ConfigError(f"Expected `dtype` fp32 or fp16 for `{name}` (the beam table has no bf16 rows), got bf16.")
+        return make_fault_model(name, table_model=table_model, microops=microops, threshold=config.beam_threshold,
+                                precision=config.dtype)
     return make_fault_model(name)
 
 
@@ -141,7 +144,7 @@ def run_study(config: StudyConfig, out_dir: Path, progress: Progress | None = No
     check_out_dir(out_dir)
     progress = progress or SilentProgress()
     torch.manual_seed(0)  # nothing here draws from it; fixed so third-party code is reproducible too
-    data = load_data(config.data)
+    loaded: dict = {}
     reference_pool = load_data("zoo:digits") if config.data == "zoo:digits-hard" else None
     summary: dict = {
         "config": config.model_dump(mode="json"),
@@ -150,11 +153,13 @@ def run_study(config: StudyConfig, out_dir: Path, progress: Progress | None = No
         "models": {},
     }
     margins: dict[str, dict[str, np.ndarray]] = {}
-    for model_spec in config.models:
+    for model_spec, weights in zip(config.models, model_weights(config)):
         label = model_label(model_spec)
-        model = load_model(model_spec)
+        model = load_model(model_spec, weights, dtype=config.dtype, num_classes=config.num_classes)
+        data = _pool(config, model, loaded)
         model_dir = out_dir / label
         prof = profile(model, data, config.batch_size, config.device)
+        check_k(prof, config, f"`{model_spec}` ({init_note(model_spec, weights)}) on `{config.data}`")
         write_profile(prof, model_dir / "profile.parquet")
         pools = {config.data: pool_margins(prof)}
         margins[label] = {config.data: prof["margin"].to_numpy()}
@@ -164,7 +169,8 @@ def run_study(config: StudyConfig, out_dir: Path, progress: Progress | None = No
             margins[label][reference_pool.name] = ref_prof["margin"].to_numpy()
         sites = _sites(model, model_spec, data, config)
         summary["models"][label] = {"spec": model_spec, "pools": pools, "sites": [s.name for s in sites],
-                                    "fault_models": {}}
+                                    "init": init_note(model_spec, weights), "dtype": config.dtype,
+                                    "skipped_inputs": [list(item) for item in data.skipped], "fault_models": {}}
         for fm_name in config.fault_models:
             result = _campaign(model, model_spec, label, fm_name, sites, prof, data, config, model_dir, progress)
             summary["models"][label]["fault_models"][fm_name] = result
@@ -182,7 +188,34 @@ def run_study(config: StudyConfig, out_dir: Path, progress: Progress | None = No
     return summary
 
 
+def model_weights(config: StudyConfig) -> list[str | None]:
+    """The weights file of each model (None: the model's own or random init)."""
+    if config.weights and len(config.weights) != len(config.models):
+        raise ConfigError(f"Expected one weights file per model ({len(config.models)}), got {len(config.weights)}.")
+    return [w or None for w in config.weights] or [None] * len(config.models)
+
+
+def _pool(config: StudyConfig, model: nn.Module, loaded: dict) -> Dataset:
+    """The pool for one model: images are preprocessed as the model expects, decoded once per preprocessing."""
+    preprocess = image_preprocess(config.data, model, config.preprocess)
+    if preprocess not in loaded:
+        loaded[preprocess] = load_data(config.data, preprocess=preprocess, labels=config.labels, limit=config.limit,
+                                       subset=config.subset, seed=config.selection_seed)
+    return loaded[preprocess]
+
+
+def check_k(prof: pd.DataFrame, config: StudyConfig, what: str) -> None:
+    """Margin-based and fi-ranked sets take correctly classified inputs: say plainly when too few are."""
+    correct = int(prof["correct"].sum())
+    if any(s != "random" for s in config.strategies) and config.k > correct:
+        raise ConfigError(
+            f"Expected `k` <= {correct}, the correctly classified inputs of {what} ({len(prof)} inputs); "
+            f"lower `-k`, give trained `--weights`, or use a larger pool."
+        )
+
+
 def _sites(model: nn.Module, model_spec: str, data: Dataset, config: StudyConfig) -> list[Site]:
+    check_hookable(model, model_spec)
     entry = zoo_entry(model_spec)
     patterns = list(config.sites) or (list(entry.site_classes) if entry else [])
     if not patterns:
