@@ -130,7 +130,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     if n == 0:
         return (math.nan, math.nan)
     lo, hi = proportion_confint(k, n, alpha=1.0 - confidence, method="wilson")
-    return (float(lo), float(hi))
+    # statsmodels can return a lower bound of ~1e-21 for k = 0; the interval holds k / n
+    return (float(min(lo, k / n)), float(max(hi, k / n)))
 
 
 def clopper_pearson_interval(

@@ -114,3 +114,8 @@ def test_basic_interval_covers_the_infinite_fault_spearman():
         q_low, q_high = np.quantile(reps["spearman"][:, 0], [0.025, 0.975])
         percentile += q_low <= truth <= q_high
     assert basic / runs >= 0.8 and percentile / runs <= 0.5
+
+
+def test_wilson_interval_holds_the_rate_at_zero():
+    assert stats.wilson_interval(0, 64_000)[0] == 0.0
+    assert stats.wilson_interval(64_000, 64_000)[1] == 1.0

@@ -67,7 +67,9 @@ def rates_figure(title: str, sets: list[dict]) -> bytes:
                                                       ("boot_inputs_low", "boot_inputs_high", "bootstrap over inputs", "tab:green")]):
         low = np.array([100 * _num(s[lo]) for s in sets])
         high = np.array([100 * _num(s[hi]) for s in sets])
-        ax.errorbar(rate, y + (offset - 1) * 0.18, xerr=[rate - low, high - rate], fmt="o", capsize=3, color=color,
+        # a bootstrap bound can sit a rounding error on the wrong side of the rate
+        xerr = [np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)]
+        ax.errorbar(rate, y + (offset - 1) * 0.18, xerr=xerr, fmt="o", capsize=3, color=color,
                     markersize=4, label=label)
     ax.set_yticks(y, names)
     ax.set_xlabel("critical-SDC rate (% of trials), 95% intervals")
@@ -86,7 +88,8 @@ def rates_figure(title: str, sets: list[dict]) -> bytes:
                     va="center", ha="center", fontsize=7, color="grey")
             continue
         upper = top if np.isinf(hi) else hi
-        bx.errorbar([r], [yi], xerr=[[r - lo], [upper - r]] if not np.isnan(lo) else None, fmt="s", capsize=3,
+        xerr = [[max(r - lo, 0)], [max(upper - r, 0)]] if not np.isnan(lo) else None
+        bx.errorbar([r], [yi], xerr=xerr, fmt="s", capsize=3,
                     color="tab:red")
         if np.isinf(hi):
             bx.annotate("upper bound inf", (upper, yi), fontsize=7, ha="right", va="bottom")

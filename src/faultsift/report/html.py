@@ -208,8 +208,10 @@ def render_html(summary: dict, sections: list[Section]) -> str:
              f"<p class='note'>Started {e(str(summary.get('started')))}, finished {e(str(summary.get('finished')))}. "
              "Rates are critical SDCs (top-1 differs from the golden top-1) per trial (input x fault). Intervals: "
              "Wilson and Clopper-Pearson (trials as independent), cluster bootstraps over faults and over inputs; "
-             "ratios to the random set with a paired (faults x inputs) bootstrap; p Holm: bootstrap test, exact: "
-             "sign test over faults, both Holm-adjusted over the sets compared.</p>",
+             "ratios to the random set with a paired (faults x inputs) bootstrap; p Holm: bootstrap test (the inputs "
+             "drawn are part of the uncertainty); p exact: sign test over faults of which set fails more often per "
+             "fault, conditional on the chosen inputs (these inputs against the random set's, on this fault "
+             "population); both Holm-adjusted over the sets compared.</p>",
              "<h2>Contents</h2><ul>"]
     parts += [f"<li><a href='#s{i}'>{e(s.title)}</a></li>" for i, s in enumerate(sections)]
     parts.append("<li><a href='#provenance'>Provenance</a></li></ul>")
