@@ -224,6 +224,9 @@ def load_model(spec: str, weights: str | Path | None = None, *, dtype: str = "fp
         raise ConfigError(f"Expected `num_classes` only for timm: and torchvision: models, got it for `{spec}`.")
     if weights and kind in ("zoo", "torchscript", "exported"):
         raise ConfigError(f"Expected no separate weights for `{kind}:` models (they carry their own), got {weights}.")
+    if kind in ("torchscript", "exported") and dtype != "fp32":
+        raise ConfigError(f"Expected `dtype` fp32 for {kind}: models (their graph fixes the dtype), got {dtype}; "
+                          f"save the model in {dtype} instead.")
     if kind == "zoo":
         model = load_zoo_model(rest)
     elif kind == "timm":
@@ -240,9 +243,6 @@ def load_model(spec: str, weights: str | Path | None = None, *, dtype: str = "fp
         load_weights(model, Path(weights), f"{kind} `{rest}`")
     elif kind in ("timm", "torchvision"):
         log.warning("%s has random init: no weights given", spec)
-    if kind in ("torchscript", "exported") and dtype != "fp32":
-        raise ConfigError(f"Expected `dtype` fp32 for {kind}: models (their graph fixes the dtype), got {dtype}; "
-                          f"save the model in {dtype} instead.")
     if kind != "torchscript":  # TorchScript runs its own forward: Python hooks do not fire inside it
         model = model.to(torch_dtype)
         model.register_forward_pre_hook(_cast_inputs)

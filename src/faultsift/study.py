@@ -207,7 +207,7 @@ def _pool(config: StudyConfig, model: nn.Module, loaded: dict) -> Dataset:
 def check_k(prof: pd.DataFrame, config: StudyConfig, what: str) -> None:
     """Margin-based and fi-ranked sets take correctly classified inputs: say plainly when too few are."""
     correct = int(prof["correct"].sum())
-    if any(s != "random" for s in config.strategies) and config.k > correct:
+    if any(s != "random" for s in config.strategies) and correct < config.k <= len(prof):
         raise ConfigError(
             f"Expected `k` <= {correct}, the correctly classified inputs of {what} ({len(prof)} inputs); "
             f"lower `-k`, give trained `--weights`, or use a larger pool."

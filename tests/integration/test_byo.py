@@ -91,7 +91,7 @@ def main_exit(monkeypatch, capsys, *args):
 def test_too_few_correct_inputs_and_a_missing_preset_folder_are_one_line_errors(images, tmp_path, monkeypatch, capsys):
     code, err = main_exit(monkeypatch, capsys, "study", "--models", "timm:test_vit", "--num-classes", "2", "--data",
                           f"imagefolder:{images}", "--sites", "Mlp", "--fault-models", "bitflip", "--out",
-                          str(tmp_path / "r"), "--quiet", "-k", "7")
+                          str(tmp_path / "r"), "--quiet", "-k", "6")
     assert code == 2 and "Traceback" not in err and err.count("error:") == 1
     assert "Expected `k` <= " in err and "random init (no weights given)" in err
     code, err = main_exit(monkeypatch, capsys, "study", "--preset", "study-swin", "--out", str(tmp_path / "p"))
