@@ -21,6 +21,16 @@ from faultsift.faults.sites import discover_sites
 from faultsift.models import load_model, zoo_entry
 
 
+def _median_seconds(call, items) -> float:
+    """Median wall time of ``call(item)`` over ``items`` (robust to a busy machine)."""
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        call(item)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="zoo:digits-vit")
@@ -33,22 +43,14 @@ def main() -> None:
     sites = discover_sites(model, x[:2], list(entry.site_classes))
     engine = ReferenceEngine(model)
     golden = engine.golden(x)
-    start = time.perf_counter()
-    for _ in range(args.faults):
-        engine.golden(x)
-    base = (time.perf_counter() - start) / args.faults
-    print(f"{args.model}, batch {args.batch}: golden forward {base * 1e3:.2f} ms")
+    base = _median_seconds(lambda _: engine.golden(x), range(args.faults))
+    print(f"{args.model}, batch {args.batch}: golden forward {base * 1e3:.2f} ms (medians of {args.faults} runs)")
     for name in FAULT_MODELS.names():
         params = {"microops": dict(entry.beam_microops), "table_model": entry.beam_table_model} if name.startswith("beam") else {}
         faults = plan_faults(sites, make_fault_model(name, **params), args.faults, seed=1)
-        start = time.perf_counter()
-        for fault in faults:
-            engine.evaluate(x, golden, fault)
-        per = (time.perf_counter() - start) / len(faults)
+        per = _median_seconds(lambda fault: engine.evaluate(x, golden, fault), faults)
         assigned = plan_faults(sites, make_fault_model(name, **params), args.batch, seed=2)
-        start = time.perf_counter()
-        engine.evaluate_assigned(x, golden, assigned)
-        per_input = time.perf_counter() - start
+        per_input = _median_seconds(lambda _: engine.evaluate_assigned(x, golden, assigned), range(3))
         print(f"{name:14s} {per * 1e3:7.2f} ms/fault  x{per / base:5.2f} golden   "
               f"per-input faults: {per_input * 1e3:7.2f} ms/batch  x{per_input / base:5.2f} golden")
 
