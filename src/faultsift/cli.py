@@ -226,12 +226,9 @@ def select_cmd(
 
 
 def _read_sets(path: Path) -> list[dict]:
-    try:
-        sets = json.loads(path.read_text())
-        assert isinstance(sets, list) and all({"name", "strategy", "input_ids"} <= set(s) for s in sets)
-    except (OSError, ValueError, AssertionError, TypeError):
-        raise ConfigError(f"{path} is not a sets file from `faultsift select`; remove it or choose another `--out`.") from None
-    return sets
+    from faultsift.selection.strategies import read_sets_file
+
+    return read_sets_file(path)
 
 
 @app.command()

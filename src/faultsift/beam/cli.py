@@ -41,10 +41,10 @@ def golden_cmd(
 ) -> None:
     """Run the model on each input set and write the golden file the harness loads."""
     from faultsift.beam.harness import make_golden
-    from faultsift.cli import _read_sets
+    from faultsift.selection.strategies import read_sets_file
     from faultsift.selection.strategies import InputSet
 
-    all_sets = [InputSet.from_dict(s) for s in _read_sets(sets)]
+    all_sets = [InputSet.from_dict(s) for s in read_sets_file(sets)]
     wanted = _split(names)
     chosen = [s for s in all_sets if not wanted or s.name in wanted]
     missing = sorted(set(wanted) - {s.name for s in all_sets})

@@ -36,7 +36,8 @@ from faultsift.faults.models import Fault, FaultModel, make_fault_model
 from faultsift.faults.sites import Site, discover_sites
 from faultsift.models import load_model, zoo_entry
 from faultsift.profile import profile, write_profile
-from faultsift.selection.strategies import InputSet, get_strategy
+from faultsift.selection.strategies import InputSet, get_strategy, read_sets_file
+from faultsift.study import run_trials
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,8 @@ class CampaignContext:
         """Trial rows of one chunk (every fault on every input)."""
         fault_model, _ = self.fault_models[chunk.fault_index]
         engine = ReferenceEngine(self.model, fault_model, self.spec.threshold, self.spec.run.device)
-        size = self.spec.run.batch_size
-        parts = []
-        faults = self.faults(chunk)
-        for i in range(0, len(self.input_ids), size):
-            ids = self.input_ids[i : i + size].copy()
-            parts.append(engine.run(self.data.inputs[ids], ids, faults))
-        return pd.concat(parts, ignore_index=True)
+        return run_trials(engine, self.data, self.input_ids, self.faults(chunk), self.spec.run.batch_size,
+                          lambda n: None)
 
 
 def crash_rows(chunk: Chunk, input_ids: np.ndarray, kind: str) -> pd.DataFrame:
@@ -128,9 +124,7 @@ def select_sets(spec: CampaignSpec, out_dir: Path) -> list[InputSet]:
     if path.exists():
         return [InputSet.from_dict(s) for s in json.loads(path.read_text())]
     if spec.selection.sets_file:
-        from faultsift.cli import _read_sets
-
-        sets = [InputSet.from_dict(s) for s in _read_sets(Path(spec.selection.sets_file))]
+        sets = [InputSet.from_dict(s) for s in read_sets_file(Path(spec.selection.sets_file))]
     else:
         prof = profile(load_model(spec.model), load_data(spec.data), device=spec.run.device)
         write_profile(prof, out_dir / "profile.parquet")

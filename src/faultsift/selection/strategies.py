@@ -8,6 +8,9 @@ Example::
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -261,3 +264,13 @@ def get_strategy(name: str, **kwargs) -> Strategy:
     if unknown:
         raise ConfigError(f"Strategy `{name}` does not take `{unknown[0]}`; it takes: {', '.join(accepted) or 'nothing'}.")
     return cls(**kwargs)
+
+
+def read_sets_file(path: Path) -> list[dict]:
+    """The sets of a JSON sets file written by ``faultsift select`` (one dict per set)."""
+    try:
+        sets = json.loads(Path(path).read_text())
+        assert isinstance(sets, list) and all({"name", "strategy", "input_ids"} <= set(s) for s in sets)
+    except (OSError, ValueError, AssertionError, TypeError):
+        raise ConfigError(f"{path} is not a sets file from `faultsift select`; remove it or choose another `--out`.") from None
+    return sets
