@@ -1,0 +1,662 @@
+"""The fast engine: many (input, fault) trials per forward, the fault-free prefix computed once.
+
+Same outcomes as :mod:`faultsift.engine.reference` for the same fault list (up to rounding in
+trials whose output difference sits on the threshold), at a fraction of the cost:
+
+- **Batched trials**: one forward evaluates up to ``max_rows`` trials, each batch row carrying
+  its own fault. Activation faults are applied to their own rows by one vectorised operation
+  per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` are exact per-row
+  corrections of the layer output (``y += dW * x`` on the touched output features, in
+  float64); other parameter faults are patched in place and run with every input of the fault.
+- **Golden-prefix reuse**: one traced forward records the module call tree. For inputs of a
+  chunk, one golden forward caches the outputs of the module calls that finish before a fault
+  site; a trial forward replays them (the module's ``forward`` returns the cached rows) and
+  computes only the rest of the network.
+- **Early masking**: at module calls that carry the whole state after the fault (the faulty
+  call, its ancestors, later children of an ``nn.Sequential`` ancestor) the rows are compared
+  bit-exactly with golden; rows equal to golden are recorded ``masked`` and the forward is
+  restarted from that call for the other rows only.
+
+Trials of several parts (several faults at once) and batches whose forward raises are handed
+to the reference engine (fault by fault), so a crash caused by one fault never marks other
+faults DUE. Models whose control flow depends on the batch size are not supported.
+
+Example::
+
+    engine = FastEngine(model, device="cpu")
+    rows = engine.run(inputs, input_ids, faults)                # same columns as ReferenceEngine.run
+    for frame in engine.iter_run(inputs, input_ids, fault_iterator, chunk_faults=1000):
+        ...                                                     # bounded memory for long fault streams
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from faultsift.engine.outcome import DEFAULT_THRESHOLD, MASKED, classify
+from faultsift.engine.reference import ReferenceEngine, _as_tuple, _patch_parameter, trials_frame
+from faultsift.errors import ConfigError
+from faultsift.faults.bits import DTYPE_NAMES, INT_VIEW, rebuild, storage
+from faultsift.faults.models import Fault, FaultModel, apply_fault
+from faultsift.faults.sites import Site, discover_sites, from_rows, is_packed, read_param, to_rows
+
+
+@dataclass
+class _Call:
+    """One module call of the traced forward; ``start``/``end`` are event positions."""
+
+    module: str
+    call: int
+    start: int
+    end: int = -1
+    parent: int | None = None
+    children: list[int] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+    layout: Site | None = None
+
+    @property
+    def replayable(self) -> bool:
+        return self.layout is not None
+
+
+class _CallTree:
+    """The module call tree of one forward, with the batch layout of every replayable output.
+
+    A call is replayable when its output is one plain tensor (not a tuple, not quantized, not
+    an in-place alias of its input) whose batch layout was found.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor):
+        self.model = model
+        self.calls: list[_Call] = []
+        self.by_key: dict[tuple[str, int], int] = {}
+        layouts = {(s.module, s.call): s for s in discover_sites(model, example, ["*"], kinds=("output",))}
+        self._trace(example[:2], layouts)
+        self.sequential = {name for name, m in model.named_modules() if isinstance(m, nn.Sequential)}
+        self.first_call = {}
+        for i, c in enumerate(self.calls):
+            self.first_call.setdefault(c.module, i)
+        owners = defaultdict(set)
+        for name, m in model.named_modules():
+            for p in itertools.chain(m.parameters(recurse=False), m.buffers(recurse=False)):
+                owners[id(p)].add(name)
+        self.shared = {k for k, v in owners.items() if len(v) > 1}
+        self.n_calls = defaultdict(int)
+        for c in self.calls:
+            self.n_calls[c.module] += 1
+
+    @torch.inference_mode()
+    def _trace(self, example: torch.Tensor, layouts: dict) -> None:
+        events = itertools.count()
+        stack: list[int] = []
+        counts: dict[str, int] = defaultdict(int)
+
+        def pre(name):
+            def hook(mod, args):
+                idx = len(self.calls)
+                call = _Call(name, counts[name], next(events), parent=stack[-1] if stack else None)
+                counts[name] += 1
+                if stack:
+                    self.calls[stack[-1]].children.append(idx)
+                self.calls.append(call)
+                self.by_key[(name, call.call)] = idx
+                stack.append(idx)
+            return hook
+
+        def post(name):
+            def hook(mod, args, out):
+                idx = stack.pop()
+                call = self.calls[idx]
+                call.end = next(events)
+                aliased = isinstance(out, torch.Tensor) and any(
+                    isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                    for a in args)
+                if (name and isinstance(out, torch.Tensor) and not out.is_quantized and out.dtype in DTYPE_NAMES
+                        and not aliased and (name, call.call) in layouts):
+                    call.layout, call.shape = layouts[(name, call.call)], tuple(out.shape)
+            return hook
+
+        handles = []
+        try:
+            for name, module in self.model.named_modules():
+                handles.append(module.register_forward_pre_hook(pre(name)))
+                handles.append(module.register_forward_hook(post(name)))
+            self.model(example)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def called_ancestor(self, module: str) -> int | None:
+        """First call of ``module``, or of its nearest ancestor that runs (a parameter used by its parent)."""
+        name = module
+        while True:
+            if name in self.first_call:
+                return self.first_call[name]
+            if not name:
+                return None
+            name = name.rpartition(".")[0]
+
+    def replay_nodes(self, t: float) -> list[int]:
+        """The outermost replayable calls that end before event ``t``."""
+        out: list[int] = []
+
+        def visit(children):
+            for i in children:
+                c = self.calls[i]
+                if c.end < t:
+                    if c.replayable:
+                        out.append(i)
+                    else:
+                        visit(c.children)
+                elif c.start < t:
+                    visit(c.children)
+
+        root = [i for i, c in enumerate(self.calls) if c.parent is None]
+        visit(root)
+        return out
+
+    def checkpoints(self, node: int) -> list[int]:
+        """Calls after ``node`` whose output carries every effect of a fault inside ``node``."""
+        out = [node]
+        while (parent := self.calls[node].parent) is not None:
+            par = self.calls[parent]
+            if par.module in self.sequential:
+                out += par.children[par.children.index(node) + 1:]
+            out.append(parent)
+            node = parent
+        return [i for i in out if self.calls[i].replayable and self.calls[i].module]
+
+    def descendants(self, node: int) -> list[int]:
+        out, todo = [], list(self.calls[node].children)
+        while todo:
+            i = todo.pop()
+            out.append(i)
+            todo += self.calls[i].children
+        return out
+
+
+class _Restart(Exception):
+    """Raised from a checkpoint: resume from call ``node`` with ``faulty`` rows for the ``alive`` rows."""
+
+    def __init__(self, node: int, alive: torch.Tensor, faulty: torch.Tensor):
+        super().__init__()
+        self.node, self.alive, self.faulty = node, alive, faulty
+
+
+class _AllMasked(Exception):
+    pass
+
+
+def _elements(faults: Sequence[Fault]) -> tuple[np.ndarray, np.ndarray, Fault]:
+    """(row of each element, element index, one fault holding every element's operation) for same-op faults."""
+    rows = np.repeat(np.arange(len(faults)), [len(f.indices) for f in faults])
+    idx = np.concatenate([f.indices for f in faults])
+    merged = replace(faults[0], indices=np.arange(len(idx)),
+                     masks=np.concatenate([f.masks for f in faults]), values=np.concatenate([f.values for f in faults]))
+    return rows, idx, merged
+
+
+def _param_values(model: nn.Module, fault: Fault) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored values (integers for quantized weights) at a parameter fault's elements, before and under it."""
+    module = model.get_submodule(fault.site.module)
+    idx = torch.from_numpy(fault.indices)
+
+    def read() -> torch.Tensor:
+        value = storage(read_param(module, fault.site.kind))
+        return value.detach().reshape(-1)[idx.to(value.device)].cpu().clone()
+
+    before = read()
+    restore = _patch_parameter(model, fault)
+    try:
+        after = read()
+    finally:
+        restore()
+    return before.view(INT_VIEW[before.dtype]), after.view(INT_VIEW[after.dtype])
+
+
+def _op_key(fault: Fault) -> tuple:
+    return fault.op, fault.restrict, fault.low, fault.high
+
+
+class FastEngine(ReferenceEngine):
+    """Batched, prefix-caching, early-masking trial evaluation (same interface as the reference).
+
+    ``max_rows``: trials per forward. ``early_masking``: restart without rows that are golden again.
+    """
+
+    def __init__(self, model: nn.Module, fault_model: FaultModel | None = None, threshold: float = DEFAULT_THRESHOLD,
+                 device: str = "cpu", max_rows: int = 2048, early_masking: bool = True):
+        super().__init__(model, fault_model, threshold, device)
+        if max_rows < 1:
+            raise ConfigError(f"Expected `max_rows` >= 1, got {max_rows}.")
+        self.max_rows, self.early_masking = max_rows, early_masking
+        self._tree: _CallTree | None = None
+        self.stats = defaultdict(int)
+
+    # ----- set-up -------------------------------------------------------------------------
+    def tree(self, inputs: torch.Tensor) -> _CallTree:
+        if self._tree is None:
+            example = inputs[:2].to(self.device)
+            if len(example) < 2:  # a second, different input for the batch-layout discovery
+                gen = torch.Generator().manual_seed(0)
+                noise = torch.randn(example.shape, generator=gen).to(example)
+                example = torch.cat([example, example + noise]) if example.is_floating_point() else example.repeat(2, 1)
+            self._tree = _CallTree(self.model, example)
+        return self._tree
+
+    def _correctable(self, site: Site) -> bool:
+        """A Linear/Conv2d weight or bias fault that a per-row output correction reproduces exactly."""
+        module = self.model.get_submodule(site.module)
+        if site.kind not in ("weight", "bias") or is_packed(module, site.kind) or getattr(module, site.kind, None) is None:
+            return False
+        node = self._tree.first_call.get(site.module)
+        if node is None or self._tree.calls[node].layout is None or id(getattr(module, site.kind)) in self._tree.shared:
+            return False
+        layout = self._tree.calls[node].layout
+        if isinstance(module, nn.Linear):
+            return type(module).forward is nn.Linear.forward
+        return (isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward
+                and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+                and layout.batch_dim == 0 and layout.fold == 1)
+
+    def _time(self, fault: Fault) -> tuple[float, int | None, bool]:
+        """(event time of the fault, call node it acts inside, whether effects end at that call)."""
+        tree = self._tree
+        site = fault.site
+        if site.is_activation:
+            node = tree.by_key.get((site.module, site.call))
+            if node is None:
+                return 0.0, None, False
+            c = tree.calls[node]
+            return (c.end + 0.5 if site.kind == "output" else c.start), node, True
+        node = tree.called_ancestor(site.module)
+        if node is None:
+            return 0.0, None, False
+        single = tree.n_calls[tree.calls[node].module] == 1 and tree.calls[node].module == site.module
+        return tree.calls[node].start, node, single
+
+    @torch.inference_mode()
+    def _golden_cache(self, inputs: torch.Tensor, nodes: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Golden logits and the per-input rows of the outputs of call ``nodes``."""
+        tree = self._tree
+        wanted: dict[str, dict[int, int]] = defaultdict(dict)
+        for i in nodes:
+            wanted[tree.calls[i].module][tree.calls[i].call] = i
+        cache: dict[int, torch.Tensor] = {}
+        counts: dict[str, int] = defaultdict(int)
+        handles = []
+
+        def hook(name):
+            def record(mod, args, out):
+                call = counts[name]
+                counts[name] += 1
+                if call in wanted[name]:
+                    node = wanted[name][call]
+                    cache[node] = to_rows(out, tree.calls[node].layout, len(inputs))
+            return record
+
+        try:
+            for name in wanted:
+                handles.append(self.model.get_submodule(name).register_forward_hook(hook(name)))
+            golden = self.model(inputs).float()
+        finally:
+            for h in handles:
+                h.remove()
+        return golden, cache
+
+    # ----- evaluation ---------------------------------------------------------------------
+    def evaluate(self, inputs, golden, fault):
+        """Outcome arrays of one fault (or one fault of several parts) on every input of the batch."""
+        return self.evaluate_rows(inputs, golden, np.arange(len(inputs)), [fault] * len(inputs))
+
+    def evaluate_assigned(self, inputs, golden, assigned):
+        """Outcome arrays when input ``b`` carries ``assigned[b]`` (its own faults; may be empty)."""
+        if len(assigned) != len(inputs):
+            raise ConfigError(f"Expected one fault assignment per input ({len(inputs)}), got {len(assigned)}.")
+        return self.evaluate_rows(inputs, golden, np.arange(len(inputs)), list(assigned))
+
+    def iter_run(self, inputs: torch.Tensor, input_ids: np.ndarray, faults: Iterable[Fault | Sequence[Fault]],
+                 chunk_faults: int | None = None, on_fault: Callable[[int], None] | None = None) -> Iterator[pd.DataFrame]:
+        """Trial rows of every (input, fault) pair, one frame per chunk of ``chunk_faults`` faults.
+
+        Faults are consumed lazily, so a generator of any length runs in bounded memory.
+        """
+        n = len(inputs)
+        chunk = chunk_faults or max(1, 4 * self.max_rows // max(n, 1))
+        ids = np.asarray(input_ids, np.int64)
+        stream = iter(faults)
+        while batch := list(itertools.islice(stream, chunk)):
+            out = self.evaluate_rows(inputs, None, np.tile(np.arange(n), len(batch)),
+                                     [f for f in batch for _ in range(n)])
+            out["fault_id"] = np.repeat([_as_tuple(f)[0].fault_id for f in batch], n).astype(np.int64)
+            out["input_id"] = np.tile(ids, len(batch))
+            if on_fault is not None:
+                on_fault(len(batch))
+            yield trials_frame([out])
+
+    def run(self, inputs, input_ids, faults, on_fault=None) -> pd.DataFrame:
+        """Trial rows (``TRIAL_COLUMNS``) for every (input, fault) pair, in the order of the reference engine."""
+        frames = list(self.iter_run(inputs, input_ids, faults, on_fault=on_fault))
+        return pd.concat(frames, ignore_index=True) if frames else trials_frame([])
+
+    @torch.inference_mode()
+    def evaluate_rows(self, inputs: torch.Tensor, golden: torch.Tensor | None, row_inputs: np.ndarray,
+                      row_faults: Sequence[Fault | Sequence[Fault]]) -> dict[str, np.ndarray]:
+        """Outcome arrays of trial ``r``: input ``row_inputs[r]`` (a position in ``inputs``) with ``row_faults[r]``."""
+        inputs = inputs.to(self.device)
+        tree = self.tree(inputs)
+        n = len(row_inputs)
+        rows_of: dict[int, list[int]] = defaultdict(list)
+        first: dict[int, Fault | Sequence[Fault]] = {}
+        for r, f in enumerate(row_faults):
+            rows_of[id(f)].append(r)
+            first.setdefault(id(f), f)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        fallback: dict[tuple, list[int]] = defaultdict(list)
+        for key_id, rows in rows_of.items():
+            parts = _as_tuple(first[key_id])
+            if len(parts) != 1:
+                fallback[(key_id,)] += rows
+                continue
+            f = parts[0]
+            if f.site.is_activation:
+                groups[("act", f.site.module, f.site.kind, f.site.call, _op_key(f))] += rows
+            elif self._correctable(f.site):
+                groups[("corr", f.site.module, f.site.kind, _op_key(f))] += rows
+            else:
+                groups[("patch", key_id)] += rows
+        faults = [_as_tuple(f)[0] if len(_as_tuple(f)) == 1 else None for f in row_faults]
+        nodes: set[int] = set()
+        plans = {}
+        for key, rows in groups.items():
+            t, point, single = self._time(faults[rows[0]])
+            checks = tree.checkpoints(point) if (point is not None and single and self.early_masking) else []
+            plans[key] = (tree.replay_nodes(t), checks, point)
+            nodes.update(plans[key][0], checks)
+            if key[0] == "act" and key[2] == "output" and point is not None and tree.calls[point].replayable:
+                nodes.add(point)
+            for node in checks:  # a restart from a checkpoint replays everything before it
+                nodes.update(tree.replay_nodes(tree.calls[node].end + 0.5))
+        gold, cache = self._golden_cache(inputs, nodes)
+        golden = gold.cpu() if golden is None else golden
+        out = {"outcome": np.zeros(n, np.int8), "golden_top1": np.zeros(n, np.int16),
+               "faulty_top1": np.zeros(n, np.int16), "max_abs_diff": np.zeros(n, np.float32),
+               "due_kind": np.full(n, "", dtype=object)}
+
+        def store(rows: np.ndarray, result: dict[str, np.ndarray]):
+            for k, v in result.items():
+                out[k][rows] = v
+
+        for key, rows in groups.items():
+            step = len(rows) if key[0] == "patch" else self.max_rows
+            for start in range(0, len(rows), step):
+                batch = np.asarray(rows[start:start + step])
+                try:
+                    result = self._run_batch(key[0], inputs, golden, cache, row_inputs[batch],
+                                             [faults[r] for r in batch], *plans[key])
+                except ConfigError:
+                    raise
+                except Exception:  # one fault may crash the forward: evaluate these faults one by one
+                    for r in batch:
+                        fallback[(id(row_faults[r]),)].append(int(r))
+                    continue
+                store(batch, result)
+        for rows in fallback.values():
+            self.stats["reference_rows"] += len(rows)
+            sel = torch.as_tensor(row_inputs[rows])
+            store(np.asarray(rows), self._forward(inputs[sel], golden[sel], _as_tuple(row_faults[rows[0]])))
+        return out
+
+    def _run_batch(self, kind: str, inputs, golden, cache, row_inputs: np.ndarray, faults: list[Fault],
+                   replays: list[int], checks: list[int], point: int | None) -> dict[str, np.ndarray]:
+        """Outcome arrays of one batch of same-site trials, restarting without rows found masked."""
+        tree = self._tree
+        n = len(faults)
+        src = torch.as_tensor(row_inputs, dtype=torch.long)
+        top1 = golden[src].argmax(1).numpy().astype(np.int16)
+        result = {"outcome": np.full(n, MASKED, np.int8), "golden_top1": top1, "faulty_top1": top1.copy(),
+                  "max_abs_diff": np.zeros(n, np.float32), "due_kind": np.full(n, "", dtype=object)}
+        alive, resume, todo = self._prescreen(kind, faults, cache, src, point), None, list(checks)
+        if kind == "act" and faults[0].site.kind == "output" and point is not None and tree.calls[point].replayable:
+            # the faulty call's output is golden rows with the fault applied: resume from it directly
+            rows_e, idx_e, merged = _elements([faults[i] for i in alive.tolist()])
+            values = cache[point][src[alive].to(self.device)]
+            rows_t, idx_t = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
+            values[rows_t, idx_t] = apply_fault(values[rows_t, idx_t].unsqueeze(0), merged)[0]
+            resume = (point, values)
+            replays = tree.replay_nodes(tree.calls[point].end + 0.5)
+            todo = [c for c in todo if c != point]
+        self.stats["prescreen_masked"] += n - len(alive)
+        while len(alive):
+            self.stats["forwards"] += 1
+            self.stats["rows"] += len(alive)
+            try:
+                logits = self._forward_rows(kind, inputs, cache, src, alive, faults, replays, todo, resume)
+            except _AllMasked:
+                self.stats["early_masked"] += len(alive)
+                break
+            except _Restart as restart:
+                self.stats["early_masked"] += len(alive) - len(restart.alive)
+                alive = alive[restart.alive]
+                resume = (restart.node, restart.faulty)
+                replays = tree.replay_nodes(tree.calls[restart.node].end + 0.5)
+                todo = todo[todo.index(restart.node) + 1:]
+                continue
+            part = classify(golden[src[alive]], logits.float().cpu(), self.threshold)
+            for k, v in part.items():
+                result[k][alive.numpy()] = v
+            break
+        return result
+
+    def _prescreen(self, kind: str, faults: list[Fault], cache, src, point) -> torch.Tensor:
+        """Rows whose fault changes some value (a fault leaving every touched value bit-identical is masked)."""
+        if kind == "patch":
+            before, after = _param_values(self.model, faults[0])
+            return torch.arange(len(faults)) if bool((before != after).any()) else torch.arange(0)
+        if kind == "corr":
+            param = getattr(self.model.get_submodule(faults[0].site.module), faults[0].site.kind).detach().reshape(-1)
+        elif faults[0].site.kind == "output" and point is not None and point in cache:
+            param = None
+        else:
+            return torch.arange(len(faults))
+        rows_e, idx_e, merged = _elements(faults)
+        idx_t = torch.from_numpy(idx_e).to(self.device)
+        if param is not None:
+            old = param[idx_t]
+        else:
+            old = cache[point][src[torch.from_numpy(rows_e)].to(self.device), idx_t]
+        new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
+        view = INT_VIEW[old.dtype]
+        changed = torch.zeros(len(faults), dtype=torch.bool)
+        changed[torch.from_numpy(rows_e)[(old.view(view) != new.view(view)).cpu()]] = True
+        return torch.nonzero(changed).flatten()
+
+    def _forward_rows(self, kind, inputs, cache, src, alive, faults, replays, checks, resume):
+        """One forward of rows ``alive``: replayed prefix, faults (unless resuming), checkpoint hooks."""
+        tree = self._tree
+        rows = src[alive].to(self.device)
+        b = len(alive)
+        counts: dict[str, int] = defaultdict(int)
+        current: dict[str, int] = {}
+        with ExitStack() as stack:
+            modules = {tree.calls[i].module for i in replays} | {tree.calls[i].module for i in checks}
+            if resume is None:
+                modules.add(faults[0].site.module)
+            for name in modules:
+                module = self.model.get_submodule(name)
+
+                def count(mod, args, name=name):
+                    current[name] = counts[name]
+                    counts[name] += 1
+
+                stack.callback(module.register_forward_pre_hook(count).remove)
+            self._install_replays(stack, replays, rows, cache, counts, current, resume, b)
+            if resume is None:
+                self._install_faults(stack, kind, faults, alive, current, b)
+            self._install_checkpoints(stack, checks, rows, cache, current, b)
+            return self.model(inputs[rows])
+
+    def _install_replays(self, stack, replays, rows, cache, counts, current, resume, b):
+        tree = self._tree
+        per_module: dict[str, dict[int, int]] = defaultdict(dict)
+        for i in replays:
+            per_module[tree.calls[i].module][tree.calls[i].call] = i
+        if resume is not None:
+            per_module[tree.calls[resume[0]].module][tree.calls[resume[0]].call] = resume[0]
+        for name, calls in per_module.items():
+            module = self.model.get_submodule(name)
+            original = module.forward
+            skipped = {i: [tree.calls[d].module for d in tree.descendants(i)] for i in calls.values()}
+
+            def forward(*args, _name=name, _calls=calls, _orig=original, _skipped=skipped, **kwargs):
+                node = _calls.get(current.get(_name, -1))
+                if node is None:
+                    return _orig(*args, **kwargs)
+                for m in _skipped[node]:
+                    counts[m] += 1
+                values = resume[1] if resume is not None and node == resume[0] else cache[node][rows]
+                c = tree.calls[node]
+                shape = list(c.shape)
+                shape[c.layout.batch_dim] = b * c.layout.fold
+                return from_rows(values, c.layout, torch.empty(shape, device="meta"))
+
+            module.forward = forward
+            stack.callback(lambda m=module: m.__dict__.pop("forward", None))
+
+    def _install_checkpoints(self, stack, checks, rows, cache, current, b):
+        tree = self._tree
+        if not checks:
+            return
+        last = checks[-1]
+        per_module: dict[str, dict[int, int]] = defaultdict(dict)
+        for i in checks:
+            per_module[tree.calls[i].module][tree.calls[i].call] = i
+        for name, calls in per_module.items():
+            def check(mod, args, out, _name=name, _calls=calls):
+                node = _calls.get(current.get(_name, -1))
+                if node is None:
+                    return None
+                layout = tree.calls[node].layout
+                faulty = to_rows(storage(out), layout, b)
+                view = INT_VIEW[faulty.dtype]
+                same = (faulty.view(view) == cache[node][rows].view(view)).all(dim=1)
+                n_same = int(same.sum())
+                if n_same == b:
+                    raise _AllMasked()
+                if n_same and node != last and 8 * n_same >= b:
+                    keep = torch.nonzero(~same).flatten()
+                    raise _Restart(node, keep.cpu(), faulty[keep])
+                return None
+
+            stack.callback(self.model.get_submodule(name).register_forward_hook(check).remove)
+
+    def _install_faults(self, stack, kind, faults, alive, current, b):
+        live = [faults[i] for i in alive.tolist()]
+        fault0 = live[0]
+        module = self.model.get_submodule(fault0.site.module)
+        if kind == "patch":
+            stack.callback(_patch_parameter(self.model, fault0))
+            return
+        rows_e, idx_e, merged = _elements(live)
+        rows_t = torch.from_numpy(rows_e).to(self.device)
+        idx_t = torch.from_numpy(idx_e).to(self.device)
+        if kind == "act":
+            site = fault0.site
+
+            def corrupt(value):
+                ints = storage(value)
+                flat = to_rows(ints, site, b)
+                x = flat[rows_t, idx_t].unsqueeze(0)
+                flat[rows_t, idx_t] = apply_fault(x, merged)[0]
+                new = from_rows(flat, site, ints)
+                return rebuild(new, value) if value.is_quantized else new
+
+            if site.kind == "output":
+                def hook(mod, args, out):
+                    if current.get(site.module) != site.call:
+                        return None
+                    if isinstance(out, torch.Tensor):
+                        return corrupt(out)
+                    return type(out)((corrupt(out[0]), *out[1:]))
+
+                stack.callback(module.register_forward_hook(hook).remove)
+            else:
+                def pre_hook(mod, args):
+                    if current.get(site.module) != site.call or not args:
+                        return None
+                    return (corrupt(args[0]), *args[1:])
+
+                stack.callback(module.register_forward_pre_hook(pre_hook).remove)
+            return
+        # kind == "corr": exact per-row correction of a Linear / Conv2d output
+        param = getattr(module, fault0.site.kind)
+        flat = param.detach().reshape(-1)
+        old = flat[idx_t]
+        new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
+        delta = new.double() - old.double()
+        delta = torch.where(torch.isfinite(new), delta, new.double())
+        out_features = param.shape[0]
+        per_out = flat.numel() // out_features
+        o_e = idx_t // per_out
+        in_e = idx_t % per_out
+        key = rows_t * out_features + o_e
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        u_rows, u_out = uniq // out_features, uniq % out_features
+        layouts = self._io_layouts(fault0.site.module)
+
+        def hook(mod, args, out):
+            x = args[0]
+            if isinstance(mod, nn.Conv2d):
+                contrib = self._conv_contrib(mod, x, rows_t, o_e, in_e, fault0.site.kind, delta, out.shape[-2:])
+                acc = torch.zeros((len(uniq),) + tuple(out.shape[2:]), dtype=torch.float64, device=out.device)
+                acc.index_add_(0, inverse, contrib)
+                y = out.clone()
+                y[u_rows, u_out] = (y[u_rows, u_out].double() + acc).to(y.dtype)
+                return y
+            in_layout, out_layout = layouts
+            xr = to_rows(x, in_layout, b).view(b, -1, mod.in_features)
+            yr = to_rows(out, out_layout, b).view(b, -1, mod.out_features)
+            if fault0.site.kind == "weight":
+                contrib = xr[rows_t, :, in_e].double() * delta[:, None]
+            else:
+                contrib = delta[:, None].expand(len(delta), yr.shape[1])
+            acc = torch.zeros((len(uniq), yr.shape[1]), dtype=torch.float64, device=out.device)
+            acc.index_add_(0, inverse, contrib)
+            yr[u_rows, :, u_out] = (yr[u_rows, :, u_out].double() + acc).to(yr.dtype)
+            return from_rows(yr.reshape(b, -1), out_layout, out)
+
+        stack.callback(module.register_forward_hook(hook).remove)
+
+    def _io_layouts(self, name: str) -> tuple[Site, Site]:
+        """Batch layouts of a Linear's input and output (the output's; Linear keeps the leading dims)."""
+        node = self._tree.first_call.get(name)
+        layout = self._tree.calls[node].layout if node is not None else None
+        if layout is None:
+            raise ConfigError(f"Expected a batch layout at {name}; use the reference engine for this model.")
+        return layout, layout
+
+    @staticmethod
+    def _conv_contrib(conv: nn.Conv2d, x: torch.Tensor, rows: torch.Tensor, o_e: torch.Tensor, in_e: torch.Tensor,
+                      kind: str, delta: torch.Tensor, out_hw) -> torch.Tensor:
+        """Float64 change [E, H, W] of the touched output channel of each element: delta times the inputs it multiplies."""
+        h_out, w_out = out_hw
+        if kind == "bias":
+            return delta[:, None, None].expand(len(delta), h_out, w_out)
+        cin_g, kh, kw = conv.weight.shape[1:]
+        channel = (o_e // (conv.out_channels // conv.groups)) * cin_g + in_e // (kh * kw)
+        i, j = (in_e % (kh * kw)) // kw, in_e % kw
+        (ph, pw), (sh, sw), (dh, dw) = conv.padding, conv.stride, conv.dilation
+        xp = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+        hh = (i * dh)[:, None] + sh * torch.arange(h_out, device=x.device)
+        ww = (j * dw)[:, None] + sw * torch.arange(w_out, device=x.device)
+        patch = xp[rows[:, None, None], channel[:, None, None], hh[:, :, None], ww[:, None, :]]
+        return patch.double() * delta[:, None, None]
