@@ -74,6 +74,7 @@ LabelsOption = Annotated[Optional[str], typer.Option(help=LABELS_HELP)]
 LimitOption = Annotated[Optional[int], typer.Option(help=LIMIT_HELP)]
 SubsetOption = Annotated[Optional[int], typer.Option(help=SUBSET_HELP)]
 PreprocessOption = Annotated[Optional[str], typer.Option(help=PREPROCESS_HELP)]
+EngineOption = Annotated[str, typer.Option(help="Trial engine: fast (batched, golden prefix cached) or reference (one fault per forward); same outcomes.")]
 
 
 def _load(model: str, data: str, weights, num_classes, dtype, labels, limit, subset, preprocess):
@@ -134,6 +135,7 @@ def study(
     preprocess: PreprocessOption = None,
     preset: Optional[str] = typer.Option(None, help="study-vit or study-swin: the study's configuration; explicit options override it."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
+    engine: EngineOption = "fast",
 ) -> None:
     """Run the main job: profile, select four input sets, inject, compare; print the tables."""
     from datetime import datetime
@@ -151,7 +153,7 @@ def study(
         bit_low=bit_low, bit_high=bit_high, n_boot=n_boot, report=report,
         **({"strategies": _split(strategies)} if strategies else {}),
         weights=tuple(w.strip() for w in weights.split(",")) if weights else (), num_classes=num_classes, dtype=dtype,
-        labels=labels, limit=limit, subset=subset, preprocess=preprocess, device=device,
+        labels=labels, limit=limit, subset=subset, preprocess=preprocess, device=device, engine=engine,
     )
     if preset:
         given = {field for field, option in PRESET_OPTIONS.items() if ctx.get_parameter_source(option).name != "DEFAULT"}
@@ -252,6 +254,7 @@ def inject(
     limit: LimitOption = None,
     subset: SubsetOption = None,
     preprocess: PreprocessOption = None,
+    engine: EngineOption = "fast",
 ) -> None:
     """Run one campaign: the same fault list on every input set; print the comparison."""
     import numpy as np
@@ -260,7 +263,7 @@ def inject(
     from faultsift.campaign.plan import faults_frame, plan_faults
     from faultsift.campaign.store import write_json_atomic, write_parquet_atomic
     from faultsift.config import StudyConfig, validated
-    from faultsift.engine.reference import ReferenceEngine
+    from faultsift.engine import make_engine
     from faultsift.selection.strategies import InputSet
     from faultsift.study import _json_safe, _sites, build_fault_model, run_trials, SilentProgress, check_out_dir
 
@@ -268,7 +271,7 @@ def inject(
     config = validated(StudyConfig, models=(model,), data=data, fault_models=(fault_model,), sites=_split(sites),
                        n_faults=faults, fault_seed=seed, bit_low=bit_low, bit_high=bit_high, threshold=threshold,
                        weights=(str(weights or ""),), num_classes=num_classes, dtype=dtype, labels=labels,
-                       limit=limit, subset=subset, preprocess=preprocess)
+                       limit=limit, subset=subset, preprocess=preprocess, engine=engine)
     input_sets = [InputSet.from_dict(s) for s in _read_sets(sets)]
     net, pool = _load(model, data, weights, num_classes, dtype, labels, limit, subset, preprocess)
     for s in input_sets:
@@ -278,7 +281,7 @@ def inject(
     fault_list = plan_faults(_sites(net, model, pool, config), fm, faults, seed)
     union = np.unique(np.concatenate([np.asarray(s.input_ids) for s in input_sets]))
     with _progress(False) as progress:
-        trials = run_trials(ReferenceEngine(net, fm, threshold), pool, union, fault_list, 512,
+        trials = run_trials(make_engine(engine, net, fm, threshold), pool, union, fault_list, 512,
                             RichProgress(progress).task(f"{fault_model} campaign", len(union) * faults))
     write_parquet_atomic(faults_frame(fault_list), out / "faults.parquet")
     write_parquet_atomic(trials, out / "trials.parquet")

@@ -45,6 +45,7 @@ class StudyConfig(BaseModel):
     n_boot: int = Field(default=2000, ge=100)
     batch_size: int = Field(default=512, ge=1)
     device: str = "cpu"
+    engine: Literal["fast", "reference"] = "fast"
     report: bool = Field(default=True, description="write report.html, report.md and report/*.csv")
     weights: tuple[str, ...] = Field(default=(), description="one state-dict file per model ('' for none); empty: none")
     num_classes: int | None = Field(default=None, ge=1)

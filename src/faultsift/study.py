@@ -33,6 +33,7 @@ from faultsift.campaign.store import write_json_atomic, write_parquet_atomic, wr
 from faultsift.config import StudyConfig
 from faultsift.data import Dataset, image_preprocess, load_data
 from faultsift.engine.outcome import OUTCOMES
+from faultsift.engine import make_engine
 from faultsift.engine.reference import ReferenceEngine
 from faultsift.errors import ConfigError
 from faultsift.faults.models import FaultModel, make_fault_model
@@ -226,7 +227,7 @@ def _sites(model: nn.Module, model_spec: str, data: Dataset, config: StudyConfig
 def _campaign(model, model_spec, label, fm_name, sites, prof, data, config, model_dir, progress) -> dict:
     started = time.perf_counter()
     fault_model = build_fault_model(fm_name, config, model_spec)
-    engine = ReferenceEngine(model, fault_model, config.threshold, config.device)
+    engine = make_engine(config.engine, model, fault_model, config.threshold, config.device)
     camp_dir = model_dir / fm_name
     screening, screen_info = None, None
     if "fi-ranked" in config.strategies:

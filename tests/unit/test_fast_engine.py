@@ -193,3 +193,15 @@ def test_faults_are_consumed_lazily_in_chunks(zoo_models, hard_pool):
     assert len(first) == 40 and len(pulled) == 10
     rest = list(frames)
     assert sum(len(f) for f in rest) == 360 and len(pulled) == 100
+
+
+def test_a_small_cache_budget_splits_inputs_without_changing_rows(zoo_models, hard_pool):
+    model, inputs = zoo_models["digits-swin"], hard_pool.inputs[:12]
+    sites = discover_sites(model, inputs[:2], ["WindowAttention", "Mlp"])
+    faults = plan_faults(sites, make_fault_model("bitflip"), 20, 5)
+    small = FastEngine(model, cache_bytes=200_000)
+    assert len(small._input_groups(inputs)) > 1
+    want = ReferenceEngine(model).run(inputs, np.arange(12) + 100, faults)
+    got = small.run(inputs, np.arange(12) + 100, faults)
+    assert (got[["fault_id", "input_id"]].to_numpy() == want[["fault_id", "input_id"]].to_numpy()).all()
+    assert compare_outcomes(want, got)["other"] == 0

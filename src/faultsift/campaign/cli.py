@@ -41,13 +41,14 @@ def run(
     backend: Optional[str] = typer.Option(None, help="local, processes or dask (overrides the spec)."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (processes, dask LocalCluster)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786."),
+    engine: Optional[str] = typer.Option(None, help="fast or reference (overrides the spec; same outcomes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per chunk instead of a progress bar."),
 ) -> None:
     """Run or resume a campaign; progress shows trials/s, ETA and the running critical rate per set."""
     from faultsift.campaign.runner import plan_chunks, run_campaign
     from faultsift.campaign.spec import load_spec
 
-    spec = load_spec(spec_path).with_run(backend=backend, workers=workers, scheduler=scheduler)
+    spec = load_spec(spec_path).with_run(backend=backend, workers=workers, scheduler=scheduler, engine=engine)
     plain = quiet or not err_console.is_terminal
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[speed]} trials/s"),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rates]}"),

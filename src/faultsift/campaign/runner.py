@@ -30,7 +30,7 @@ from faultsift.campaign.plan import draw_fault
 from faultsift.campaign.spec import CampaignSpec, FaultSpec
 from faultsift.campaign.store import CampaignStore, read_parquet, write_json_atomic, write_parquet_atomic
 from faultsift.data import Dataset, load_data
-from faultsift.engine.reference import ReferenceEngine
+from faultsift.engine import make_engine
 from faultsift.errors import ConfigError, LoadError
 from faultsift.faults.models import Fault, FaultModel, make_fault_model
 from faultsift.faults.sites import Site, discover_sites
@@ -96,7 +96,7 @@ class CampaignContext:
     def evaluate(self, chunk: Chunk) -> pd.DataFrame:
         """Trial rows of one chunk (every fault on every input)."""
         fault_model, _ = self.fault_models[chunk.fault_index]
-        engine = ReferenceEngine(self.model, fault_model, self.spec.threshold, self.spec.run.device)
+        engine = make_engine(self.spec.run.engine, self.model, fault_model, self.spec.threshold, self.spec.run.device)
         return run_trials(engine, self.data, self.input_ids, self.faults(chunk), self.spec.run.batch_size,
                           lambda n: None)
 

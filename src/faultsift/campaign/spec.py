@@ -22,7 +22,7 @@ from faultsift.engine.outcome import DEFAULT_THRESHOLD
 from faultsift.errors import ConfigError, LoadError
 
 # Fields that decide how a campaign runs, not what it computes: a folder may be resumed with others.
-EXECUTION_ONLY = ("backend", "workers", "scheduler", "batch_size")
+EXECUTION_ONLY = ("backend", "workers", "scheduler", "batch_size", "engine")
 
 
 class _Strict(BaseModel):
@@ -70,6 +70,7 @@ class RunSpec(_Strict):
     device: str = "cpu"
     chunk_faults: int = Field(default=100, ge=1)
     batch_size: int = Field(default=512, ge=1)
+    engine: Literal["fast", "reference"] = "fast"
     backend: Literal["local", "processes", "dask"] = "local"
     workers: int = Field(default=2, ge=1)
     scheduler: str | None = None
@@ -122,7 +123,7 @@ def load_spec(path: Path) -> CampaignSpec:
 EXAMPLE_SPEC = '''\
 # faultsift campaign spec. Run it with: faultsift campaign run THIS_FILE --out DIR
 # A folder made from this spec can be resumed (run the same command again); a different
-# spec is refused there. Only [run] backend/workers/scheduler/batch_size may change on resume.
+# spec is refused there. Only [run] backend/workers/scheduler/batch_size/engine may change on resume.
 
 model = "zoo:digits-vit"          # zoo:NAME, timm:NAME[:WEIGHTS], torchscript:FILE
 data = "zoo:digits-hard"          # the pool the input sets index
@@ -149,6 +150,7 @@ seed = 1                          # fault-list seed: same seed, same faults, sam
 device = "cpu"
 chunk_faults = 100                # faults per stored shard (the unit of resume and of work)
 batch_size = 512
+engine = "fast"                   # fast | reference (same outcomes; reference: one fault per forward)
 backend = "local"                 # local | processes | dask
 workers = 2                       # processes / LocalCluster workers
 # scheduler = "tcp://host:8786"   # an existing Dask scheduler (use TLS on shared clusters)

@@ -45,7 +45,7 @@ from torch import nn
 from faultsift.engine.outcome import DEFAULT_THRESHOLD, MASKED, classify
 from faultsift.engine.reference import ReferenceEngine, _as_tuple, _patch_parameter, trials_frame
 from faultsift.errors import ConfigError
-from faultsift.faults.bits import DTYPE_NAMES, INT_VIEW, rebuild, storage
+from faultsift.faults.bits import DTYPE_NAMES, INT_VIEW, dtype_from_name, rebuild, storage
 from faultsift.faults.models import Fault, FaultModel, apply_fault
 from faultsift.faults.sites import Site, discover_sites, from_rows, is_packed, read_param, to_rows
 
@@ -232,14 +232,15 @@ class FastEngine(ReferenceEngine):
     """Batched, prefix-caching, early-masking trial evaluation (same interface as the reference).
 
     ``max_rows``: trials per forward. ``early_masking``: restart without rows that are golden again.
+    ``cache_bytes``: bound on the cached golden activations (inputs are taken in groups that fit).
     """
 
     def __init__(self, model: nn.Module, fault_model: FaultModel | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 device: str = "cpu", max_rows: int = 2048, early_masking: bool = True):
+                 device: str = "cpu", max_rows: int = 2048, early_masking: bool = True, cache_bytes: int = 2**30):
         super().__init__(model, fault_model, threshold, device)
         if max_rows < 1:
             raise ConfigError(f"Expected `max_rows` >= 1, got {max_rows}.")
-        self.max_rows, self.early_masking = max_rows, early_masking
+        self.max_rows, self.early_masking, self.cache_bytes = max_rows, early_masking, cache_bytes
         self._trees: dict[tuple, _CallTree] = {}
         self._tree: _CallTree | None = None
         self.stats = defaultdict(int)
@@ -336,17 +337,31 @@ class FastEngine(ReferenceEngine):
         Faults are consumed lazily, so a generator of any length runs in bounded memory.
         """
         n = len(inputs)
-        chunk = chunk_faults or max(1, 4 * self.max_rows // max(n, 1))
+        chunk = chunk_faults or max(1, 16 * self.max_rows // max(n, 1))
         ids = np.asarray(input_ids, np.int64)
+        groups = self._input_groups(inputs)
         stream = iter(faults)
         while batch := list(itertools.islice(stream, chunk)):
-            out = self.evaluate_rows(inputs, None, np.tile(np.arange(n), len(batch)),
-                                     [f for f in batch for _ in range(n)])
+            out: dict[str, np.ndarray] = {}
+            for group in groups:
+                part = self.evaluate_rows(inputs[torch.from_numpy(group)], None,
+                                          np.tile(np.arange(len(group)), len(batch)),
+                                          [f for f in batch for _ in group])
+                where = (np.arange(len(batch))[:, None] * n + group[None, :]).ravel()
+                for k, v in part.items():
+                    out.setdefault(k, np.empty(len(batch) * n, dtype=v.dtype))[where] = v
             out["fault_id"] = np.repeat([_as_tuple(f)[0].fault_id for f in batch], n).astype(np.int64)
             out["input_id"] = np.tile(ids, len(batch))
             if on_fault is not None:
                 on_fault(len(batch))
             yield trials_frame([out])
+
+    def _input_groups(self, inputs: torch.Tensor) -> list[np.ndarray]:
+        """Input positions in groups whose cached golden activations fit in ``cache_bytes``."""
+        tree = self.tree(inputs.to(self.device))
+        per_input = sum(c.layout.numel * dtype_from_name(c.layout.dtype).itemsize for c in tree.calls if c.replayable)
+        size = int(max(1, min(len(inputs), self.cache_bytes // max(per_input, 1))))
+        return [np.arange(s, min(s + size, len(inputs))) for s in range(0, len(inputs), size)]
 
     def run(self, inputs, input_ids, faults, on_fault=None) -> pd.DataFrame:
         """Trial rows (``TRIAL_COLUMNS``) for every (input, fault) pair, in the order of the reference engine."""
