@@ -28,6 +28,12 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the report rendering test will be skipped"
 
+# benchmarks: the fast engine against pytorchfi (installed here only), and the fault models
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(BIN)/python bench/engine_vs_pytorchfi.py
+	$(BIN)/python bench/fault_models.py
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 

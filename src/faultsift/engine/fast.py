@@ -555,8 +555,10 @@ class FastEngine(ReferenceEngine):
                 shape[c.layout.batch_dim] = b * c.layout.fold
                 return from_rows(values, c.layout, torch.empty(shape, device="meta"))
 
+            own = module.__dict__.get("forward")  # a forward set on the instance is put back as it was
             module.forward = forward
-            stack.callback(lambda m=module: m.__dict__.pop("forward", None))
+            stack.callback(lambda m=module, own=own: m.__dict__.pop("forward") if own is None
+                           else m.__dict__.__setitem__("forward", own))
 
     def _install_checkpoints(self, stack, checks, rows, cache, current, b):
         tree = self._tree
