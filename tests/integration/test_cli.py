@@ -80,6 +80,12 @@ def test_stage_verbs_chain(tmp_path, small_study):
     union = set().union(*(s["input_ids"] for s in json.loads(sets.read_text())))
     trials = pd.read_parquet(tmp_path / "camp" / "trials.parquet")
     assert len(trials) == 30 * len(union) and set(trials["input_id"]) == union
+    r = run("inject", "zoo:digits-cnn", "zoo:digits-hard", "--sets", str(sets), "--faults", "30", "--engine", "reference",
+            "--bit-low", "23", "--bit-high", "30", "--out", str(tmp_path / "camp-reference"))
+    assert r.returncode == 0, r.stderr
+    oracle = pd.read_parquet(tmp_path / "camp-reference" / "trials.parquet")
+    keys = ["fault_id", "input_id", "outcome", "golden_top1", "faulty_top1", "due_kind"]
+    pd.testing.assert_frame_equal(trials[keys], oracle[keys])  # the default fast engine gives the oracle's rows
 
 
 @pytest.mark.parametrize(
@@ -92,6 +98,7 @@ def test_stage_verbs_chain(tmp_path, small_study):
         (["study", "--models", "timm:resnet18:/nonexistent/w.pth"], "does not exist"),
         (["study", "--screen-seed", "1"], "different from `--fault-seed`"),
         (["list", "strategy"], "Did you mean `strategies`"),
+        (["study", "--engine", "fastest"], "engine"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(args, needle, tmp_path):
