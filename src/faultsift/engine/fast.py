@@ -224,6 +224,14 @@ def _param_values(model: nn.Module, fault: Fault) -> tuple[torch.Tensor, torch.T
     return before.view(INT_VIEW[before.dtype]), after.view(INT_VIEW[after.dtype])
 
 
+def _changed_rows(rows_e: np.ndarray, old: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions of the ``n`` rows where some element (of row ``rows_e[e]``) is not bit-identical after the fault."""
+    view = INT_VIEW[old.dtype]
+    changed = torch.zeros(n, dtype=torch.bool)
+    changed[torch.from_numpy(rows_e)[(old.view(view) != new.view(view)).cpu()]] = True
+    return torch.nonzero(changed).flatten()
+
+
 def _op_key(fault: Fault) -> tuple:
     return fault.op, fault.restrict, fault.low, fault.high
 
@@ -382,19 +390,21 @@ class FastEngine(ReferenceEngine):
             first.setdefault(id(f), f)
         groups: dict[tuple, list[int]] = defaultdict(list)
         fallback: dict[tuple, list[int]] = defaultdict(list)
+        faults: list[Fault | None] = [None] * n  # the single fault of each row (None: several parts)
         for key_id, rows in rows_of.items():
             parts = _as_tuple(first[key_id])
             if len(parts) != 1:
                 fallback[(key_id,)] += rows
                 continue
             f = parts[0]
+            for r in rows:
+                faults[r] = f
             if f.site.is_activation:
                 groups[("act", f.site.module, f.site.kind, f.site.call, _op_key(f))] += rows
             elif self._correctable(f.site):
                 groups[("corr", f.site.module, f.site.kind, _op_key(f))] += rows
             else:
                 groups[("patch", key_id)] += rows
-        faults = [_as_tuple(f)[0] if len(_as_tuple(f)) == 1 else None for f in row_faults]
         nodes: set[int] = set()
         plans = {}
         for key, rows in groups.items():
@@ -445,17 +455,21 @@ class FastEngine(ReferenceEngine):
         top1 = golden[src].argmax(1).numpy().astype(np.int16)
         result = {"outcome": np.full(n, MASKED, np.int8), "golden_top1": top1, "faulty_top1": top1.copy(),
                   "max_abs_diff": np.zeros(n, np.float32), "due_kind": np.full(n, "", dtype=object)}
-        alive, resume = self._prescreen(kind, faults, cache, src, point), None
-        todo = [c for c in checks if self._worth_checking(c)]
+        resume, todo = None, [c for c in checks if self._worth_checking(c)]
         if kind == "act" and faults[0].site.kind == "output" and point is not None and tree.calls[point].replayable:
             # the faulty call's output is golden rows with the fault applied: resume from it directly
-            rows_e, idx_e, merged = _elements([faults[i] for i in alive.tolist()])
-            values = cache[point][src[alive].to(self.device)]
+            rows_e, idx_e, merged = _elements(faults)
+            values = cache[point][src.to(self.device)]
             rows_t, idx_t = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
-            values[rows_t, idx_t] = apply_fault(values[rows_t, idx_t].unsqueeze(0), merged)[0]
-            resume = (point, values)
+            old = values[rows_t, idx_t]
+            new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
+            values[rows_t, idx_t] = new
+            alive = _changed_rows(rows_e, old, new, n)
+            resume = (point, values[alive.to(self.device)])
             replays = tree.replay_nodes(tree.calls[point].end + 0.5)
             todo = [c for c in todo if c != point]
+        else:
+            alive = self._prescreen(kind, faults)
         self.stats["prescreen_masked"] += n - len(alive)
         while len(alive):
             self.stats["forwards"] += 1
@@ -483,28 +497,17 @@ class FastEngine(ReferenceEngine):
         seen, masked = self._tree.check_yield[node]
         return seen < 4 * self.max_rows or 100 * masked >= seen
 
-    def _prescreen(self, kind: str, faults: list[Fault], cache, src, point) -> torch.Tensor:
-        """Rows whose fault changes some value (a fault leaving every touched value bit-identical is masked)."""
+    def _prescreen(self, kind: str, faults: list[Fault]) -> torch.Tensor:
+        """Rows whose parameter fault changes some value (one leaving every touched value bit-identical is masked)."""
         if kind == "patch":
             before, after = _param_values(self.model, faults[0])
             return torch.arange(len(faults)) if bool((before != after).any()) else torch.arange(0)
-        if kind == "corr":
-            param = getattr(self.model.get_submodule(faults[0].site.module), faults[0].site.kind).detach().reshape(-1)
-        elif faults[0].site.kind == "output" and point is not None and point in cache:
-            param = None
-        else:
+        if kind != "corr":
             return torch.arange(len(faults))
+        param = getattr(self.model.get_submodule(faults[0].site.module), faults[0].site.kind).detach().reshape(-1)
         rows_e, idx_e, merged = _elements(faults)
-        idx_t = torch.from_numpy(idx_e).to(self.device)
-        if param is not None:
-            old = param[idx_t]
-        else:
-            old = cache[point][src[torch.from_numpy(rows_e)].to(self.device), idx_t]
-        new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
-        view = INT_VIEW[old.dtype]
-        changed = torch.zeros(len(faults), dtype=torch.bool)
-        changed[torch.from_numpy(rows_e)[(old.view(view) != new.view(view)).cpu()]] = True
-        return torch.nonzero(changed).flatten()
+        old = param[torch.from_numpy(idx_e).to(self.device)]
+        return _changed_rows(rows_e, old, apply_fault(old.unsqueeze(0).clone(), merged)[0], len(faults))
 
     def _forward_rows(self, kind, inputs, cache, src, alive, faults, replays, checks, resume):
         """One forward of rows ``alive``: replayed prefix, faults (unless resuming), checkpoint hooks."""
