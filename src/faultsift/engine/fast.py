@@ -40,6 +40,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.fx
 from torch import nn
 
 from faultsift.engine.outcome import DEFAULT_THRESHOLD, MASKED, classify
@@ -62,6 +63,7 @@ class _Call:
     children: list[int] = field(default_factory=list)
     shape: tuple[int, ...] = ()
     layout: Site | None = None
+    in_shape: tuple[int, ...] = ()  # of the first positional input, when it is a tensor
 
     @property
     def replayable(self) -> bool:
@@ -94,6 +96,9 @@ class _CallTree:
         self.n_calls = defaultdict(int)
         for c in self.calls:
             self.n_calls[c.module] += 1
+        self.fx_nodes = _traced_calls(model, self)
+        self.planes = _plane_chains(model, self)
+        self._live: dict[tuple[int, ...], set[int]] = {}
 
     @torch.inference_mode()
     def _trace(self, example: torch.Tensor, layouts: dict) -> None:
@@ -121,6 +126,8 @@ class _CallTree:
                 aliased = isinstance(out, torch.Tensor) and any(
                     isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
                     for a in args)
+                if args and isinstance(args[0], torch.Tensor):
+                    call.in_shape = tuple(args[0].shape)
                 if (name and isinstance(out, torch.Tensor) and not out.is_quantized and out.dtype in DTYPE_NAMES
                         and not aliased and (name, call.call) in layouts):
                     call.layout, call.shape = layouts[(name, call.call)], tuple(out.shape)
@@ -165,6 +172,31 @@ class _CallTree:
         visit(root)
         return out
 
+    def live(self, replays: Sequence[int]) -> set[int]:
+        """The replayed calls whose output the rest of the forward reads (all, where untraced).
+
+        A call is dead when every use of its output leads only into other replayed calls.
+        """
+        key = tuple(sorted(replays))
+        if key not in self._live:
+            if not self.fx_nodes:
+                self._live[key] = set(key)
+            else:
+                replayed = {self.fx_nodes[i]: i for i in key if i in self.fx_nodes}
+                live = {i for i in key if i not in self.fx_nodes}  # calls the graph traces through
+                todo, seen = [n for n in next(iter(self.fx_nodes.values())).graph.nodes if n.op == "output"], set()
+                while todo:
+                    node = todo.pop()
+                    if node in seen:
+                        continue
+                    seen.add(node)
+                    if node in replayed:
+                        live.add(replayed[node])
+                    else:
+                        todo.extend(node.all_input_nodes)
+                self._live[key] = live
+        return self._live[key]
+
     def checkpoints(self, node: int) -> list[int]:
         """Calls after ``node`` whose output carries every effect of a fault inside ``node``."""
         out = [node]
@@ -183,6 +215,78 @@ class _CallTree:
             out.append(i)
             todo += self.calls[i].children
         return out
+
+
+def _plane_op(model: nn.Module, node: torch.fx.Node, arg: torch.fx.Node, ndim: int) -> Callable | None:
+    """The op of graph ``node`` if it maps each channel of ``arg`` (an ``ndim``-d ``[B, C, ...]``
+    value, its only tensor input) to the same channel of its output, bit for bit as on the whole
+    tensor: ReLU, max pooling over the trailing dimensions, identity, dropout in eval mode."""
+    others = [a for a in (*node.args[1:], *node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+    if not node.args or node.args[0] is not arg or others:
+        return None
+    if node.op == "call_function" and node.target in (torch.relu, nn.functional.relu):
+        return torch.relu
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return torch.relu
+    if node.op != "call_module":
+        return None
+    module = model.get_submodule(node.target)
+    if type(module) in (nn.ReLU, nn.Identity) or (type(module) is nn.Dropout and not module.training):
+        return torch.relu if type(module) is nn.ReLU else (lambda x: x)
+    pools = {nn.MaxPool1d: 3, nn.MaxPool2d: 4, nn.MaxPool3d: 5}
+    if pools.get(type(module)) == ndim and not module.return_indices:
+        return lambda x, m=module: type(m).forward(m, x)
+    return None
+
+
+def _traced_calls(model: nn.Module, tree: "_CallTree") -> dict[int, torch.fx.Node]:
+    """The ``torch.fx`` graph node of each hooked module call that the graph keeps whole (a leaf
+    module). Empty where the model does not trace or its graph disagrees with the hooked calls."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # data-dependent control flow and the like
+        return {}
+    seen: dict[str, int] = defaultdict(int)
+    out: dict[int, torch.fx.Node] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            i = tree.by_key.get((node.target, seen[node.target]))
+            seen[node.target] += 1
+            if i is None:
+                return {}
+            out[i] = node
+    if any(n != tree.n_calls[m] for m, n in seen.items()):
+        return {}
+    return out
+
+
+def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list[Callable], int, int | None]]:
+    """For calls whose ``[B, C, ...]`` output feeds a chain of channel-wise ops only (see
+    :func:`_plane_op`): ``(ops, k, node)``, ``node`` the last module call among them (the
+    ``k``-th op) that can be resumed from, or ``(ops, 0, None)``."""
+    call_of = {node: i for i, node in tree.fx_nodes.items()}
+
+    def planar(i):
+        c = tree.calls[i] if i is not None else None
+        return c is not None and c.replayable and c.layout.batch_dim == 0 and c.layout.fold == 1 and len(c.shape) >= 3
+
+    chains = {}
+    for node, i in call_of.items():
+        if not planar(i):
+            continue
+        ops, k, resume, cur = [], 0, None, node
+        while len(cur.users) == 1:
+            user = next(iter(cur.users))
+            op = _plane_op(model, user, cur, len(tree.calls[i].shape))
+            if op is None:
+                break
+            ops.append(op)
+            if planar(call_of.get(user)) and tree.calls[call_of[user]].shape[1] == tree.calls[i].shape[1]:
+                k, resume = len(ops), call_of[user]
+            cur = user
+        if ops:
+            chains[i] = (ops, k, resume)
+    return chains
 
 
 class _Restart(Exception):
@@ -273,7 +377,8 @@ class FastEngine(ReferenceEngine):
         if site.kind not in ("weight", "bias") or is_packed(module, site.kind) or getattr(module, site.kind, None) is None:
             return False
         node = self._tree.first_call.get(site.module)
-        if node is None or self._tree.calls[node].layout is None or id(getattr(module, site.kind)) in self._tree.shared:
+        if (node is None or self._tree.calls[node].layout is None or self._tree.n_calls[site.module] != 1
+                or not self._tree.calls[node].in_shape or id(getattr(module, site.kind)) in self._tree.shared):
             return False
         layout = self._tree.calls[node].layout
         if isinstance(module, nn.Linear):
@@ -299,11 +404,12 @@ class FastEngine(ReferenceEngine):
         return tree.calls[node].start, node, single
 
     @torch.inference_mode()
-    def _golden_cache(self, inputs: torch.Tensor, nodes: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Golden logits and the per-input rows of the outputs of call ``nodes``."""
+    def _golden_cache(self, inputs: torch.Tensor, nodes: set[int], in_nodes: set[int] = frozenset()):
+        """Golden logits and per-input rows: ``cache[i]`` of the output of call ``i`` in ``nodes``,
+        ``cache["in", i]`` of the first input of call ``i`` in ``in_nodes``."""
         tree = self._tree
         wanted: dict[str, dict[int, int]] = defaultdict(dict)
-        for i in nodes:
+        for i in set(nodes) | set(in_nodes):
             wanted[tree.calls[i].module][tree.calls[i].call] = i
         cache: dict[int, torch.Tensor] = {}
         counts: dict[str, int] = defaultdict(int)
@@ -315,7 +421,10 @@ class FastEngine(ReferenceEngine):
                 counts[name] += 1
                 if call in wanted[name]:
                     node = wanted[name][call]
-                    cache[node] = to_rows(out, tree.calls[node].layout, len(inputs))
+                    if node in nodes:
+                        cache[node] = to_rows(out, tree.calls[node].layout, len(inputs))
+                    if node in in_nodes:
+                        cache["in", node] = to_rows(args[0], tree.calls[node].layout, len(inputs))
             return record
 
         try:
@@ -406,6 +515,7 @@ class FastEngine(ReferenceEngine):
             else:
                 groups[("patch", key_id)] += rows
         nodes: set[int] = set()
+        in_nodes: set[int] = set()
         plans = {}
         for key, rows in groups.items():
             t, point, single = self._time(faults[rows[0]])
@@ -414,9 +524,15 @@ class FastEngine(ReferenceEngine):
             nodes.update(plans[key][0], checks)
             if key[0] == "act" and key[2] == "output" and point is not None and tree.calls[point].replayable:
                 nodes.add(point)
+            if key[0] == "corr":
+                nodes.add(point)
+                in_nodes.add(point)
+            resume_node = tree.planes[point][2] if point in tree.planes and key[0] != "patch" else None
+            if resume_node is not None:  # channels that pass the ops after the fault resume from their end
+                nodes.update(tree.replay_nodes(tree.calls[resume_node].end + 0.5))
             for node in checks:  # a restart from a checkpoint replays everything before it
                 nodes.update(tree.replay_nodes(tree.calls[node].end + 0.5))
-        gold, cache = self._golden_cache(inputs, nodes)
+        gold, cache = self._golden_cache(inputs, nodes, in_nodes)
         golden = gold.cpu() if golden is None else golden
         out = {"outcome": np.zeros(n, np.int8), "golden_top1": np.zeros(n, np.int16),
                "faulty_top1": np.zeros(n, np.int16), "max_abs_diff": np.zeros(n, np.float32),
@@ -455,22 +571,21 @@ class FastEngine(ReferenceEngine):
         top1 = golden[src].argmax(1).numpy().astype(np.int16)
         result = {"outcome": np.full(n, MASKED, np.int8), "golden_top1": top1, "faulty_top1": top1.copy(),
                   "max_abs_diff": np.zeros(n, np.float32), "due_kind": np.full(n, "", dtype=object)}
-        resume, todo = None, [c for c in checks if self._worth_checking(c)]
-        if kind == "act" and faults[0].site.kind == "output" and point is not None and tree.calls[point].replayable:
+        resume, todo, unsafe = None, [c for c in checks if self._worth_checking(c)], np.arange(0)
+        if kind == "corr" or (kind == "act" and faults[0].site.kind == "output" and point is not None
+                              and tree.calls[point].replayable):
             # the faulty call's output is golden rows with the fault applied: resume from it directly
-            rows_e, idx_e, merged = _elements(faults)
-            values = cache[point][src.to(self.device)]
-            rows_t, idx_t = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
-            old = values[rows_t, idx_t]
-            new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
-            values[rows_t, idx_t] = new
-            alive = _changed_rows(rows_e, old, new, n)
-            resume = (point, values[alive.to(self.device)])
-            replays = tree.replay_nodes(tree.calls[point].end + 0.5)
-            todo = [c for c in todo if c != point]
+            alive, resume, unsafe = self._faulty_output(kind, faults, cache, src, point)
+            for fault_rows in _rows_by_fault(unsafe, faults):
+                self.stats["overflow_rows"] += len(fault_rows)
+                sel = src[fault_rows]
+                for k, v in self._forward(inputs[sel.to(self.device)], golden[sel], (faults[fault_rows[0]],)).items():
+                    result[k][fault_rows] = v
+            replays = tree.replay_nodes(tree.calls[resume[0]].end + 0.5)
+            todo = [c for c in todo if tree.calls[c].end > tree.calls[resume[0]].end]
         else:
             alive = self._prescreen(kind, faults)
-        self.stats["prescreen_masked"] += n - len(alive)
+        self.stats["prescreen_masked"] += n - len(alive) - len(unsafe)
         while len(alive):
             self.stats["forwards"] += 1
             self.stats["rows"] += len(alive)
@@ -498,16 +613,11 @@ class FastEngine(ReferenceEngine):
         return seen < 4 * self.max_rows or 100 * masked >= seen
 
     def _prescreen(self, kind: str, faults: list[Fault]) -> torch.Tensor:
-        """Rows whose parameter fault changes some value (one leaving every touched value bit-identical is masked)."""
+        """Rows whose patched parameter fault changes some value (one leaving it bit-identical is masked)."""
         if kind == "patch":
             before, after = _param_values(self.model, faults[0])
             return torch.arange(len(faults)) if bool((before != after).any()) else torch.arange(0)
-        if kind != "corr":
-            return torch.arange(len(faults))
-        param = getattr(self.model.get_submodule(faults[0].site.module), faults[0].site.kind).detach().reshape(-1)
-        rows_e, idx_e, merged = _elements(faults)
-        old = param[torch.from_numpy(idx_e).to(self.device)]
-        return _changed_rows(rows_e, old, apply_fault(old.unsqueeze(0).clone(), merged)[0], len(faults))
+        return torch.arange(len(faults))
 
     def _forward_rows(self, kind, inputs, cache, src, alive, faults, replays, checks, resume):
         """One forward of rows ``alive``: replayed prefix, faults (unless resuming), checkpoint hooks."""
@@ -541,6 +651,7 @@ class FastEngine(ReferenceEngine):
             per_module[tree.calls[i].module][tree.calls[i].call] = i
         if resume is not None:
             per_module[tree.calls[resume[0]].module][tree.calls[resume[0]].call] = resume[0]
+        live = tree.live(replays) | ({resume[0]} if resume is not None else set())
         for name, calls in per_module.items():
             module = self.model.get_submodule(name)
             original = module.forward
@@ -552,10 +663,12 @@ class FastEngine(ReferenceEngine):
                     return _orig(*args, **kwargs)
                 for m in _skipped[node]:
                     counts[m] += 1
-                values = resume[1] if resume is not None and node == resume[0] else cache[node][rows]
                 c = tree.calls[node]
                 shape = list(c.shape)
                 shape[c.layout.batch_dim] = b * c.layout.fold
+                if node not in live:  # read by nothing that runs: any values of the right shape do
+                    return torch.empty(shape, dtype=dtype_from_name(c.layout.dtype), device=self.device)
+                values = resume[1] if resume is not None and node == resume[0] else cache[node][rows]
                 return from_rows(values, c.layout, torch.empty(shape, device="meta"))
 
             own = module.__dict__.get("forward")  # a forward set on the instance is put back as it was
@@ -594,43 +707,119 @@ class FastEngine(ReferenceEngine):
 
     def _install_faults(self, stack, kind, faults, alive, current, b):
         live = [faults[i] for i in alive.tolist()]
-        fault0 = live[0]
-        module = self.model.get_submodule(fault0.site.module)
+        site = live[0].site
         if kind == "patch":
-            stack.callback(_patch_parameter(self.model, fault0))
+            stack.callback(_patch_parameter(self.model, live[0]))
             return
         rows_e, idx_e, merged = _elements(live)
         rows_t = torch.from_numpy(rows_e).to(self.device)
         idx_t = torch.from_numpy(idx_e).to(self.device)
+        module = self.model.get_submodule(site.module)
+
+        def corrupt(value):
+            ints = storage(value)
+            flat = to_rows(ints, site, b)
+            x = flat[rows_t, idx_t].unsqueeze(0)
+            flat[rows_t, idx_t] = apply_fault(x, merged)[0]
+            new = from_rows(flat, site, ints)
+            return rebuild(new, value) if value.is_quantized else new
+
+        if site.kind == "output":
+            def hook(mod, args, out):
+                if current.get(site.module) != site.call:
+                    return None
+                if isinstance(out, torch.Tensor):
+                    return corrupt(out)
+                return type(out)((corrupt(out[0]), *out[1:]))
+
+            stack.callback(module.register_forward_hook(hook).remove)
+        else:
+            def pre_hook(mod, args):
+                if current.get(site.module) != site.call or not args:
+                    return None
+                return (corrupt(args[0]), *args[1:])
+
+            stack.callback(module.register_forward_pre_hook(pre_hook).remove)
+
+    def _faulty_output(self, kind, faults, cache, src, point):
+        """Rows whose fault changes the output of call ``point``, where to resume them, and rows to
+        evaluate with the reference instead: ``(alive, (node, values of the alive rows), unsafe)``.
+
+        The output is the cached golden one with the fault applied (an output fault) or with the
+        touched features recomputed (a weight fault). Where the output is followed by ops that act
+        on each channel alone (ReLU, max pooling), only the changed channels go through them; rows
+        whose channels come out golden again are masked, the others resume after the last of them.
+        """
+        tree = self._tree
+        dev = src.to(self.device)
+        gold = cache[point]
+        unsafe = np.arange(0)
         if kind == "act":
-            site = fault0.site
+            rows_e, idx_e, merged = _elements(faults)
+            rows_c, idx_c = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
+            new_c = apply_fault(gold[dev[rows_c], idx_c].unsqueeze(0), merged)[0]
+        else:
+            rows_c, idx_c, new_c, risky = self._weight_correction(faults, cache["in", point], dev, point)
+            unsafe = torch.unique(rows_c[risky]).cpu().numpy()
+            rows_c, idx_c, new_c = rows_c[~risky], idx_c[~risky], new_c[~risky]
+        view = INT_VIEW[new_c.dtype]
+        hit = gold[dev[rows_c], idx_c].view(view) != new_c.view(view)
+        rows_c, idx_c, new_c = rows_c[hit], idx_c[hit], new_c[hit]
+        alive = torch.unique(rows_c)
+        if point in tree.planes and len(alive):
+            return self._through_planes(point, gold, dev, (rows_c, idx_c, new_c), cache) + (unsafe,)
+        values = gold[dev[alive]]
+        values[_positions(alive, len(faults))[rows_c], idx_c] = new_c
+        return alive.cpu(), (point, values), unsafe
 
-            def corrupt(value):
-                ints = storage(value)
-                flat = to_rows(ints, site, b)
-                x = flat[rows_t, idx_t].unsqueeze(0)
-                flat[rows_t, idx_t] = apply_fault(x, merged)[0]
-                new = from_rows(flat, site, ints)
-                return rebuild(new, value) if value.is_quantized else new
+    def _through_planes(self, point, gold, dev, changes, cache):
+        """Changed channels of call ``point``'s output through the channel-wise ops that follow it."""
+        tree = self._tree
+        ops, resume_at, resume_node = tree.planes[point]
+        shape = tree.calls[point].shape
+        rows_c, idx_c, new_c = changes
+        size = int(np.prod(shape[2:]))
+        keys, which = torch.unique(rows_c * shape[1] + idx_c // size, return_inverse=True)  # (row, channel) pairs
+        p_rows, p_ch = keys // shape[1], keys % shape[1]
+        golden = gold.view(len(gold), shape[1], size)[dev[p_rows], p_ch]
+        faulty = golden.clone()
+        faulty[which, idx_c % size] = new_c
+        faulty, golden = faulty.view(len(keys), 1, *shape[2:]), golden.view(len(keys), 1, *shape[2:])
+        at_resume = faulty
+        for i, op in enumerate(ops):
+            faulty, golden = op(faulty), op(golden)
+            if i + 1 == resume_at:
+                at_resume = faulty
+        view = INT_VIEW[faulty.dtype]
+        differs = (faulty.view(view) != golden.view(view)).reshape(len(keys), -1).any(dim=1)
+        alive = torch.unique(p_rows[differs])
+        self.stats["plane_masked"] += len(torch.unique(p_rows)) - len(alive)
+        if resume_node is None:
+            values = gold[dev[alive]]
+            position = _positions(alive, len(dev))[rows_c]
+            keep = position >= 0  # changes of rows masked by the ops are dropped
+            values[position[keep], idx_c[keep]] = new_c[keep]
+            return alive.cpu(), (point, values)
+        r_shape = tree.calls[resume_node].shape
+        values = cache[resume_node][dev[alive]]
+        position = _positions(alive, len(dev))[p_rows]
+        keep = position >= 0
+        values.view(len(alive), *r_shape[1:])[position[keep], p_ch[keep]] = at_resume[keep, 0]
+        return alive.cpu(), (resume_node, values)
 
-            if site.kind == "output":
-                def hook(mod, args, out):
-                    if current.get(site.module) != site.call:
-                        return None
-                    if isinstance(out, torch.Tensor):
-                        return corrupt(out)
-                    return type(out)((corrupt(out[0]), *out[1:]))
-
-                stack.callback(module.register_forward_hook(hook).remove)
-            else:
-                def pre_hook(mod, args):
-                    if current.get(site.module) != site.call or not args:
-                        return None
-                    return (corrupt(args[0]), *args[1:])
-
-                stack.callback(module.register_forward_pre_hook(pre_hook).remove)
-            return
-        # kind == "corr": the touched output features of each row recomputed with its faulty weights
+    def _weight_correction(self, faults: list[Fault], x_rows: torch.Tensor, src: torch.Tensor, point: int):
+        """Output elements a Linear/Conv2d weight or bias fault changes, recomputed with each row's
+        faulty weights: ``(rows, element indices, values, risky)`` in the layout of the cached rows
+        of call ``point``. ``x_rows``: the cached layer input of every input; row ``r`` is input
+        ``src[r]`` with ``faults[r]``. ``risky`` marks elements of rows whose sum some summation
+        order could overflow (they are evaluated by the reference instead).
+        """
+        fault0 = faults[0]
+        module = self.model.get_submodule(fault0.site.module)
+        call = self._tree.calls[point]
+        rows_e, idx_e, merged = _elements(faults)
+        rows_t = torch.from_numpy(rows_e).to(self.device)
+        idx_t = torch.from_numpy(idx_e).to(self.device)
         weight = module.weight.detach()
         bias = module.bias.detach() if module.bias is not None else None
         param = weight if fault0.site.kind == "weight" else bias
@@ -645,28 +834,46 @@ class FastEngine(ReferenceEngine):
             w_rows.reshape(len(uniq), -1)[inverse, idx_t % per_out] = new
         else:
             b_rows[inverse] = new
-        layout = self._tree.calls[self._tree.first_call[fault0.site.module]].layout
+        if isinstance(module, nn.Conv2d):
+            xs = x_rows.view(len(x_rows), *call.in_shape[1:])[src[u_rows]]
+            cin_g = w_rows.shape[1]
+            if module.groups > 1:
+                first = (u_out // (module.out_channels // module.groups)) * cin_g
+                xs = xs[torch.arange(len(uniq), device=xs.device)[:, None], first[:, None] + torch.arange(cin_g, device=xs.device)]
+            y_new = torch.nn.functional.conv2d(xs.reshape(1, -1, *xs.shape[2:]), w_rows, b_rows, module.stride,
+                                               module.padding, module.dilation, groups=len(uniq))[0]
+            plane = int(np.prod(call.shape[2:]))
+            idx = u_out[:, None] * plane + torch.arange(plane, device=u_out.device)  # [pairs, H'W']
+        else:
+            xs = x_rows.view(len(x_rows), -1, module.in_features)[src[u_rows]]
+            y_new = torch.bmm(xs, w_rows.unsqueeze(2)).squeeze(2)
+            y_new = y_new if b_rows is None else y_new + b_rows[:, None]
+            tokens = y_new.shape[1]
+            idx = u_out[:, None] + out_features * torch.arange(tokens, device=u_out.device)  # [pairs, tokens]
+        # every partial sum is bounded by max|x| * sum|w| + |b|: below the format's range, no order overflows
+        bound = xs.abs().reshape(len(uniq), -1).amax(dim=1).double() * w_rows.abs().reshape(len(uniq), -1).double().sum(1)
+        if b_rows is not None:
+            bound = bound + b_rows.abs().double()
+        risky_rows = torch.zeros(len(faults), dtype=torch.bool, device=u_rows.device)
+        risky_rows[u_rows[~(bound < torch.finfo(weight.dtype).max / 2)]] = True
+        width = idx.shape[1]
+        rows = u_rows.repeat_interleave(width)
+        return rows, idx.reshape(-1), y_new.reshape(-1), risky_rows[rows]
 
-        def hook(mod, args, out):
-            x = args[0]
-            if isinstance(mod, nn.Conv2d):
-                xs = x[u_rows]
-                cin_g = w_rows.shape[1]
-                if mod.groups > 1:
-                    first = (u_out // (mod.out_channels // mod.groups)) * cin_g
-                    xs = xs[torch.arange(len(uniq), device=x.device)[:, None], first[:, None] + torch.arange(cin_g, device=x.device)]
-                y_new = torch.nn.functional.conv2d(xs.reshape(1, -1, *xs.shape[2:]), w_rows, b_rows, mod.stride,
-                                                   mod.padding, mod.dilation, groups=len(uniq))[0]
-                y = out.clone()
-                y[u_rows, u_out] = y_new
-                return y
-            xr = to_rows(x, layout, b).view(b, -1, mod.in_features)
-            yr = to_rows(out, layout, b).view(b, -1, mod.out_features)
-            y_new = torch.bmm(xr[u_rows], w_rows.unsqueeze(2)).squeeze(2)
-            yr[u_rows, :, u_out] = y_new if b_rows is None else y_new + b_rows[:, None]
-            return from_rows(yr.reshape(b, -1), layout, out)
 
-        stack.callback(module.register_forward_hook(hook).remove)
+def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Map from row number (< n) to its place in the sorted ``rows``; -1 for rows not in it."""
+    position = torch.full((n,), -1, dtype=torch.long, device=rows.device)
+    position[rows] = torch.arange(len(rows), device=rows.device)
+    return position
+
+
+def _rows_by_fault(rows: np.ndarray, faults: list[Fault]) -> list[np.ndarray]:
+    """``rows`` grouped by the fault object they carry."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for r in rows.tolist():
+        groups[id(faults[r])].append(r)
+    return [np.asarray(g) for g in groups.values()]
 
 
 def compare_outcomes(reference: pd.DataFrame, fast: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> dict:
