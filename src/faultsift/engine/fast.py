@@ -759,7 +759,7 @@ class FastEngine(ReferenceEngine):
             rows_c, idx_c = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
             new_c = apply_fault(gold[dev[rows_c], idx_c].unsqueeze(0), merged)[0]
         else:
-            rows_c, idx_c, new_c, risky = self._weight_correction(faults, cache["in", point], dev, point)
+            rows_c, idx_c, new_c, risky = self._weight_correction(faults, cache, dev, point)
             unsafe = torch.unique(rows_c[risky]).cpu().numpy()
             rows_c, idx_c, new_c = rows_c[~risky], idx_c[~risky], new_c[~risky]
         view = INT_VIEW[new_c.dtype]
@@ -807,58 +807,78 @@ class FastEngine(ReferenceEngine):
         values.view(len(alive), *r_shape[1:])[position[keep], p_ch[keep]] = at_resume[keep, 0]
         return alive.cpu(), (resume_node, values)
 
-    def _weight_correction(self, faults: list[Fault], x_rows: torch.Tensor, src: torch.Tensor, point: int):
-        """Output elements a Linear/Conv2d weight or bias fault changes, recomputed with each row's
-        faulty weights: ``(rows, element indices, values, risky)`` in the layout of the cached rows
-        of call ``point``. ``x_rows``: the cached layer input of every input; row ``r`` is input
-        ``src[r]`` with ``faults[r]``. ``risky`` marks elements of rows whose sum some summation
-        order could overflow (they are evaluated by the reference instead).
+    def _weight_correction(self, faults: list[Fault], cache, src: torch.Tensor, point: int):
+        """Output elements a Linear/Conv2d weight or bias fault changes: ``(rows, element indices,
+        values, risky)`` in the layout of the cached rows of call ``point`` (row ``r`` is input
+        ``src[r]`` with ``faults[r]``).
+
+        Each changed weight adds ``(new - old) * x`` to the golden output (a bias ``new - old``),
+        the exact correction up to rounding. ``risky`` marks elements of rows whose sum some
+        summation order could overflow: ``max|x| * sum|w|`` reaches half the format's range (they
+        are evaluated by the reference instead).
         """
         fault0 = faults[0]
         module = self.model.get_submodule(fault0.site.module)
         call = self._tree.calls[point]
+        conv = isinstance(module, nn.Conv2d)
         rows_e, idx_e, merged = _elements(faults)
         rows_t = torch.from_numpy(rows_e).to(self.device)
         idx_t = torch.from_numpy(idx_e).to(self.device)
-        weight = module.weight.detach()
-        bias = module.bias.detach() if module.bias is not None else None
-        param = weight if fault0.site.kind == "weight" else bias
-        new = apply_fault(param.reshape(-1)[idx_t].unsqueeze(0).clone(), merged)[0]
-        out_features = weight.shape[0]
+        param = getattr(module, fault0.site.kind).detach()
+        old = param.reshape(-1)[idx_t]
+        new = apply_fault(old.unsqueeze(0).clone(), merged)[0]
+        out_features = param.shape[0]
         per_out = param.numel() // out_features
-        uniq, inverse = torch.unique(rows_t * out_features + idx_t // per_out, return_inverse=True)
-        u_rows, u_out = uniq // out_features, uniq % out_features
-        w_rows = weight[u_out].clone()
-        b_rows = bias[u_out].clone() if bias is not None else None
+        out_e = idx_t // per_out
+        x_all = cache["in", point]
+        gold = cache[point]
+        if conv:
+            x_all = x_all.view(len(x_all), *call.in_shape[1:])
+            plane = call.shape[2:]
+        else:
+            x_all = x_all.view(len(x_all), -1, module.in_features)
+            plane = (gold.shape[1] // out_features,)
+        dw = (new - old)[:, None, None] if conv else (new - old)[:, None]
+        if fault0.site.kind == "bias":
+            contrib = dw.expand(len(idx_t), *plane)
+        elif conv:
+            kh, kw = module.kernel_size
+            rest = idx_t % per_out
+            cin_g = module.in_channels // module.groups
+            channel = (out_e // (module.out_channels // module.groups)) * cin_g + rest // (kh * kw)
+            x = x_all[src[rows_t], channel]
+            x = torch.nn.functional.pad(x, (module.padding[1],) * 2 + (module.padding[0],) * 2)
+            ys = ((rest // kw) % kh * module.dilation[0])[:, None] + module.stride[0] * torch.arange(plane[0], device=x.device)
+            xs = (rest % kw * module.dilation[1])[:, None] + module.stride[1] * torch.arange(plane[1], device=x.device)
+            contrib = x[torch.arange(len(x), device=x.device)[:, None, None], ys[:, :, None], xs[:, None, :]] * dw
+        else:
+            contrib = x_all[src[rows_t], :, idx_t % per_out] * dw
+        keys, which = torch.unique(rows_t * out_features + out_e, return_inverse=True)
+        u_rows, u_out = keys // out_features, keys % out_features
+        delta = torch.zeros(len(keys), *plane, dtype=contrib.dtype, device=contrib.device).index_add_(0, which, contrib)
+        if conv:
+            size = int(np.prod(plane))
+            idx = u_out[:, None] * size + torch.arange(size, device=u_out.device)
+        else:
+            idx = u_out[:, None] + out_features * torch.arange(plane[0], device=u_out.device)
+        values = gold[src[u_rows][:, None], idx] + delta.reshape(len(keys), -1)
+        # the bound of every partial sum of the faulty layer: max|x| * sum|w| (+ |b|) per touched row
+        weight = module.weight.detach().reshape(out_features, -1)
+        mass = weight.abs().double().sum(1)[u_out]
         if fault0.site.kind == "weight":
-            w_rows.reshape(len(uniq), -1)[inverse, idx_t % per_out] = new
-        else:
-            b_rows[inverse] = new
-        if isinstance(module, nn.Conv2d):
-            xs = x_rows.view(len(x_rows), *call.in_shape[1:])[src[u_rows]]
-            cin_g = w_rows.shape[1]
-            if module.groups > 1:
-                first = (u_out // (module.out_channels // module.groups)) * cin_g
-                xs = xs[torch.arange(len(uniq), device=xs.device)[:, None], first[:, None] + torch.arange(cin_g, device=xs.device)]
-            y_new = torch.nn.functional.conv2d(xs.reshape(1, -1, *xs.shape[2:]), w_rows, b_rows, module.stride,
-                                               module.padding, module.dilation, groups=len(uniq))[0]
-            plane = int(np.prod(call.shape[2:]))
-            idx = u_out[:, None] * plane + torch.arange(plane, device=u_out.device)  # [pairs, H'W']
-        else:
-            xs = x_rows.view(len(x_rows), -1, module.in_features)[src[u_rows]]
-            y_new = torch.bmm(xs, w_rows.unsqueeze(2)).squeeze(2)
-            y_new = y_new if b_rows is None else y_new + b_rows[:, None]
-            tokens = y_new.shape[1]
-            idx = u_out[:, None] + out_features * torch.arange(tokens, device=u_out.device)  # [pairs, tokens]
-        # every partial sum is bounded by max|x| * sum|w| + |b|: below the format's range, no order overflows
-        bound = xs.abs().reshape(len(uniq), -1).amax(dim=1).double() * w_rows.abs().reshape(len(uniq), -1).double().sum(1)
-        if b_rows is not None:
-            bound = bound + b_rows.abs().double()
+            change = (new.abs().double() - old.abs().double())
+            mass = mass + torch.zeros_like(mass).index_add_(0, which, change)
+        x_max = x_all.reshape(len(x_all), -1).abs().amax(dim=1).double()[src[u_rows]]
+        bound = x_max * mass
+        if module.bias is not None:
+            b_abs = module.bias.detach().abs().double()[u_out]
+            if fault0.site.kind == "bias":
+                b_abs = b_abs + torch.zeros_like(b_abs).index_add_(0, which, new.abs().double() - old.abs().double())
+            bound = bound + b_abs
         risky_rows = torch.zeros(len(faults), dtype=torch.bool, device=u_rows.device)
-        risky_rows[u_rows[~(bound < torch.finfo(weight.dtype).max / 2)]] = True
-        width = idx.shape[1]
-        rows = u_rows.repeat_interleave(width)
-        return rows, idx.reshape(-1), y_new.reshape(-1), risky_rows[rows]
+        risky_rows[u_rows[~(bound < torch.finfo(param.dtype).max / 2)]] = True
+        rows = u_rows.repeat_interleave(idx.shape[1])
+        return rows, idx.reshape(-1), values.reshape(-1), risky_rows[rows]
 
 
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
