@@ -99,6 +99,7 @@ class _CallTree:
         self.fx_nodes = _traced_calls(model, self)
         self.planes = _plane_chains(model, self)
         self._live: dict[tuple[int, ...], set[int]] = {}
+        self.skip_dead = bool(self.fx_nodes)  # replay dead calls as empty batches
 
     @torch.inference_mode()
     def _trace(self, example: torch.Tensor, layouts: dict) -> None:
@@ -260,10 +261,25 @@ def _traced_calls(model: nn.Module, tree: "_CallTree") -> dict[int, torch.fx.Nod
     return out
 
 
-def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list[Callable], int, int | None]]:
-    """For calls whose ``[B, C, ...]`` output feeds a chain of channel-wise ops only (see
-    :func:`_plane_op`): ``(ops, k, node)``, ``node`` the last module call among them (the
-    ``k``-th op) that can be resumed from, or ``(ops, 0, None)``."""
+@dataclass
+class _ConvStep:
+    """A ``nn.Conv2d`` call inside a plane chain: its output is golden plus the convolution of
+    the input change (linearity), computed on the changed channels only."""
+
+    module: nn.Conv2d
+    node: int  # the call, whose golden output is cached
+
+
+def _is_delta_conv(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list, int, int | None]]:
+    """For calls whose ``[B, C, ...]`` output feeds a chain of channel-wise ops (see
+    :func:`_plane_op`), with at most one ``nn.Conv2d`` among them (a :class:`_ConvStep`):
+    ``(steps, k, node)``, ``node`` the last module call among them (the ``k``-th step) that can
+    be resumed from, or ``(steps, 0, None)``."""
     call_of = {node: i for i, node in tree.fx_nodes.items()}
 
     def planar(i):
@@ -274,18 +290,22 @@ def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list[C
     for node, i in call_of.items():
         if not planar(i):
             continue
-        ops, k, resume, cur = [], 0, None, node
+        steps, k, resume, cur, channels, conv = [], 0, None, node, tree.calls[i].shape[1], False
         while len(cur.users) == 1:
             user = next(iter(cur.users))
+            j = call_of.get(user)
             op = _plane_op(model, user, cur, len(tree.calls[i].shape))
+            if op is None and not conv and planar(j) and len(user.args) == 1 and not user.kwargs \
+                    and _is_delta_conv(model.get_submodule(user.target)):
+                op, conv, channels = _ConvStep(model.get_submodule(user.target), j), True, tree.calls[j].shape[1]
             if op is None:
                 break
-            ops.append(op)
-            if planar(call_of.get(user)) and tree.calls[call_of[user]].shape[1] == tree.calls[i].shape[1]:
-                k, resume = len(ops), call_of[user]
+            steps.append(op)
+            if planar(j) and tree.calls[j].shape[1] == channels:
+                k, resume = len(steps), j
             cur = user
-        if ops:
-            chains[i] = (ops, k, resume)
+        if steps:
+            chains[i] = (steps, k, resume)
     return chains
 
 
@@ -301,12 +321,43 @@ class _AllMasked(Exception):
     pass
 
 
-def _elements(faults: Sequence[Fault]) -> tuple[np.ndarray, np.ndarray, Fault]:
+@dataclass
+class _RowFaults:
+    """The single fault of each trial row ``r``: ``faults[which[r]]`` (rows share fault objects)."""
+
+    faults: Sequence[Fault]
+    which: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def __getitem__(self, row: int) -> Fault:
+        return self.faults[self.which[row]]
+
+    def take(self, rows: np.ndarray) -> "_RowFaults":
+        return _RowFaults(self.faults, self.which[rows])
+
+    def by_fault(self, rows: np.ndarray) -> list[tuple[Fault, np.ndarray]]:
+        """``rows`` grouped by their fault."""
+        rows = np.asarray(rows)
+        order = np.argsort(self.which[rows], kind="stable")
+        keys, starts = np.unique(self.which[rows][order], return_index=True)
+        return [(self.faults[k], part) for k, part in zip(keys, np.split(rows[order], starts[1:]))]
+
+
+def _elements(faults: _RowFaults) -> tuple[np.ndarray, np.ndarray, Fault]:
     """(row of each element, element index, one fault holding every element's operation) for same-op faults."""
-    rows = np.repeat(np.arange(len(faults)), [len(f.indices) for f in faults])
-    idx = np.concatenate([f.indices for f in faults])
-    merged = replace(faults[0], indices=np.arange(len(idx)),
-                     masks=np.concatenate([f.masks for f in faults]), values=np.concatenate([f.values for f in faults]))
+    used, which = np.unique(faults.which, return_inverse=True)
+    own = [faults.faults[k] for k in used]
+    counts = np.array([len(f.indices) for f in own])
+    per_row = counts[which]
+    rows = np.repeat(np.arange(len(which)), per_row)
+    start = np.cumsum(counts) - counts
+    elem = np.repeat(start[which] - (np.cumsum(per_row) - per_row), per_row) + np.arange(len(rows))
+    idx = np.concatenate([f.indices for f in own])[elem]
+    masks, values = np.concatenate([f.masks for f in own]), np.concatenate([f.values for f in own])
+    merged = replace(own[0], indices=np.arange(len(idx)), masks=masks[elem] if len(masks) else masks,
+                     values=values[elem] if len(values) else values)
     return rows, idx, merged
 
 
@@ -461,9 +512,8 @@ class FastEngine(ReferenceEngine):
         while batch := list(itertools.islice(stream, chunk)):
             out: dict[str, np.ndarray] = {}
             for group in groups:
-                part = self.evaluate_rows(inputs[torch.from_numpy(group)], None,
-                                          np.tile(np.arange(len(group)), len(batch)),
-                                          [f for f in batch for _ in group])
+                part = self._evaluate(inputs[torch.from_numpy(group)], None, np.tile(np.arange(len(group)), len(batch)),
+                                      batch, np.repeat(np.arange(len(batch)), len(group)))
                 where = (np.arange(len(batch))[:, None] * n + group[None, :]).ravel()
                 for k, v in part.items():
                     out.setdefault(k, np.empty(len(batch) * n, dtype=v.dtype))[where] = v
@@ -485,41 +535,46 @@ class FastEngine(ReferenceEngine):
         frames = list(self.iter_run(inputs, input_ids, faults, on_fault=on_fault))
         return pd.concat(frames, ignore_index=True) if frames else trials_frame([])
 
-    @torch.inference_mode()
     def evaluate_rows(self, inputs: torch.Tensor, golden: torch.Tensor | None, row_inputs: np.ndarray,
                       row_faults: Sequence[Fault | Sequence[Fault]]) -> dict[str, np.ndarray]:
         """Outcome arrays of trial ``r``: input ``row_inputs[r]`` (a position in ``inputs``) with ``row_faults[r]``."""
+        ids = np.fromiter((id(f) for f in row_faults), np.int64, len(row_faults))
+        _, first, which = np.unique(ids, return_index=True, return_inverse=True)
+        return self._evaluate(inputs, golden, np.asarray(row_inputs), [row_faults[i] for i in first], which)
+
+    @torch.inference_mode()
+    def _evaluate(self, inputs: torch.Tensor, golden: torch.Tensor | None, row_inputs: np.ndarray,
+                  items: Sequence[Fault | Sequence[Fault]], which: np.ndarray) -> dict[str, np.ndarray]:
+        """Outcome arrays of trial ``r``: input ``row_inputs[r]`` with fault ``items[which[r]]``."""
         inputs = inputs.to(self.device)
         tree = self.tree(inputs)
         n = len(row_inputs)
-        rows_of: dict[int, list[int]] = defaultdict(list)
-        first: dict[int, Fault | Sequence[Fault]] = {}
-        for r, f in enumerate(row_faults):
-            rows_of[id(f)].append(r)
-            first.setdefault(id(f), f)
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        fallback: dict[tuple, list[int]] = defaultdict(list)
-        faults: list[Fault | None] = [None] * n  # the single fault of each row (None: several parts)
-        for key_id, rows in rows_of.items():
-            parts = _as_tuple(first[key_id])
-            if len(parts) != 1:
-                fallback[(key_id,)] += rows
+        order = np.argsort(which, kind="stable")
+        counts = np.bincount(which, minlength=len(items))
+        rows_of = np.split(order, np.cumsum(counts)[:-1])
+        groups: dict[tuple, list[int]] = defaultdict(list)  # items per kind of trial
+        fallback: dict[int, list[np.ndarray]] = defaultdict(list)  # rows per item, for the reference
+        single: list[Fault | None] = [None] * len(items)  # the fault of each one-part item
+        for j, item in enumerate(items):
+            if not counts[j]:
                 continue
-            f = parts[0]
-            for r in rows:
-                faults[r] = f
+            parts = _as_tuple(item)
+            if len(parts) != 1:
+                fallback[j].append(rows_of[j])
+                continue
+            f = single[j] = parts[0]
             if f.site.is_activation:
-                groups[("act", f.site.module, f.site.kind, f.site.call, _op_key(f))] += rows
+                groups[("act", f.site.module, f.site.kind, f.site.call, _op_key(f))].append(j)
             elif self._correctable(f.site):
-                groups[("corr", f.site.module, f.site.kind, _op_key(f))] += rows
+                groups[("corr", f.site.module, f.site.kind, _op_key(f))].append(j)
             else:
-                groups[("patch", key_id)] += rows
+                groups[("patch", j)].append(j)
         nodes: set[int] = set()
         in_nodes: set[int] = set()
         plans = {}
-        for key, rows in groups.items():
-            t, point, single = self._time(faults[rows[0]])
-            checks = tree.checkpoints(point) if (point is not None and single and self.early_masking) else []
+        for key, js in groups.items():
+            t, point, alone = self._time(single[js[0]])
+            checks = tree.checkpoints(point) if (point is not None and alone and self.early_masking) else []
             plans[key] = (tree.replay_nodes(t), checks, point)
             nodes.update(plans[key][0], checks)
             if key[0] == "act" and key[2] == "output" and point is not None and tree.calls[point].replayable:
@@ -530,6 +585,7 @@ class FastEngine(ReferenceEngine):
             resume_node = tree.planes[point][2] if point in tree.planes and key[0] != "patch" else None
             if resume_node is not None:  # channels that pass the ops after the fault resume from their end
                 nodes.update(tree.replay_nodes(tree.calls[resume_node].end + 0.5))
+                nodes.update(step.node for step in tree.planes[point][0] if isinstance(step, _ConvStep))
             for node in checks:  # a restart from a checkpoint replays everything before it
                 nodes.update(tree.replay_nodes(tree.calls[node].end + 0.5))
         gold, cache = self._golden_cache(inputs, nodes, in_nodes)
@@ -542,24 +598,26 @@ class FastEngine(ReferenceEngine):
             for k, v in result.items():
                 out[k][rows] = v
 
-        for key, rows in groups.items():
+        for key, js in groups.items():
+            rows = np.concatenate([rows_of[j] for j in js])
             step = len(rows) if key[0] == "patch" else self.max_rows
             for start in range(0, len(rows), step):
-                batch = np.asarray(rows[start:start + step])
+                batch = rows[start:start + step]
                 try:
                     result = self._run_batch(key[0], inputs, golden, cache, row_inputs[batch],
-                                             [faults[r] for r in batch], *plans[key])
+                                             _RowFaults(single, which[batch]), *plans[key])
                 except ConfigError:
                     raise
                 except Exception:  # one fault may crash the forward: evaluate these faults one by one
-                    for r in batch:
-                        fallback[(id(row_faults[r]),)].append(int(r))
+                    for j in np.unique(which[batch]):
+                        fallback[j].append(batch[which[batch] == j])
                     continue
                 store(batch, result)
-        for rows in fallback.values():
+        for j, parts in fallback.items():
+            rows = np.concatenate(parts)
             self.stats["reference_rows"] += len(rows)
             sel = torch.as_tensor(row_inputs[rows])
-            store(np.asarray(rows), self._forward(inputs[sel], golden[sel], _as_tuple(row_faults[rows[0]])))
+            store(rows, self._forward(inputs[sel], golden[sel], _as_tuple(items[j])))
         return out
 
     def _run_batch(self, kind: str, inputs, golden, cache, row_inputs: np.ndarray, faults: list[Fault],
@@ -576,10 +634,10 @@ class FastEngine(ReferenceEngine):
                               and tree.calls[point].replayable):
             # the faulty call's output is golden rows with the fault applied: resume from it directly
             alive, resume, unsafe = self._faulty_output(kind, faults, cache, src, point)
-            for fault_rows in _rows_by_fault(unsafe, faults):
+            for fault, fault_rows in faults.by_fault(unsafe):
                 self.stats["overflow_rows"] += len(fault_rows)
                 sel = src[fault_rows]
-                for k, v in self._forward(inputs[sel.to(self.device)], golden[sel], (faults[fault_rows[0]],)).items():
+                for k, v in self._forward(inputs[sel.to(self.device)], golden[sel], (fault,)).items():
                     result[k][fault_rows] = v
             replays = tree.replay_nodes(tree.calls[resume[0]].end + 0.5)
             todo = [c for c in todo if tree.calls[c].end > tree.calls[resume[0]].end]
@@ -590,7 +648,15 @@ class FastEngine(ReferenceEngine):
             self.stats["forwards"] += 1
             self.stats["rows"] += len(alive)
             try:
-                logits = self._forward_rows(kind, inputs, cache, src, alive, faults, replays, todo, resume)
+                try:
+                    logits = self._forward_rows(kind, inputs, cache, src, alive, faults, replays, todo, resume)
+                except (_AllMasked, _Restart):
+                    raise
+                except Exception:
+                    if not tree.skip_dead:
+                        raise
+                    tree.skip_dead = False  # the graph missed a use of an output: replay every one in full
+                    logits = self._forward_rows(kind, inputs, cache, src, alive, faults, replays, todo, resume)
             except _AllMasked:
                 self.stats["early_masked"] += len(alive)
                 break
@@ -651,7 +717,7 @@ class FastEngine(ReferenceEngine):
             per_module[tree.calls[i].module][tree.calls[i].call] = i
         if resume is not None:
             per_module[tree.calls[resume[0]].module][tree.calls[resume[0]].call] = resume[0]
-        live = tree.live(replays) | ({resume[0]} if resume is not None else set())
+        live = (tree.live(replays) if tree.skip_dead else set(replays)) | ({resume[0]} if resume is not None else set())
         for name, calls in per_module.items():
             module = self.model.get_submodule(name)
             original = module.forward
@@ -666,7 +732,8 @@ class FastEngine(ReferenceEngine):
                 c = tree.calls[node]
                 shape = list(c.shape)
                 shape[c.layout.batch_dim] = b * c.layout.fold
-                if node not in live:  # read by nothing that runs: any values of the right shape do
+                if node not in live:  # read by nothing that runs: an empty batch computes nothing after it
+                    shape[c.layout.batch_dim] = 0
                     return torch.empty(shape, dtype=dtype_from_name(c.layout.dtype), device=self.device)
                 values = resume[1] if resume is not None and node == resume[0] else cache[node][rows]
                 return from_rows(values, c.layout, torch.empty(shape, device="meta"))
@@ -706,7 +773,7 @@ class FastEngine(ReferenceEngine):
             stack.callback(self.model.get_submodule(name).register_forward_hook(check).remove)
 
     def _install_faults(self, stack, kind, faults, alive, current, b):
-        live = [faults[i] for i in alive.tolist()]
+        live = faults.take(alive.numpy())
         site = live[0].site
         if kind == "patch":
             stack.callback(_patch_parameter(self.model, live[0]))
@@ -760,52 +827,93 @@ class FastEngine(ReferenceEngine):
             new_c = apply_fault(gold[dev[rows_c], idx_c].unsqueeze(0), merged)[0]
         else:
             rows_c, idx_c, new_c, risky = self._weight_correction(faults, cache, dev, point)
-            unsafe = torch.unique(rows_c[risky]).cpu().numpy()
+            unsafe = _unique(rows_c[risky], len(faults))[0].cpu().numpy()
             rows_c, idx_c, new_c = rows_c[~risky], idx_c[~risky], new_c[~risky]
         view = INT_VIEW[new_c.dtype]
         hit = gold[dev[rows_c], idx_c].view(view) != new_c.view(view)
         rows_c, idx_c, new_c = rows_c[hit], idx_c[hit], new_c[hit]
-        alive = torch.unique(rows_c)
+        alive = _unique(rows_c, len(faults))[0]
         if point in tree.planes and len(alive):
-            return self._through_planes(point, gold, dev, (rows_c, idx_c, new_c), cache) + (unsafe,)
+            alive, resume, more = self._through_planes(point, gold, dev, (rows_c, idx_c, new_c), cache)
+            return alive, resume, np.union1d(unsafe, more)
         values = gold[dev[alive]]
         values[_positions(alive, len(faults))[rows_c], idx_c] = new_c
         return alive.cpu(), (point, values), unsafe
 
     def _through_planes(self, point, gold, dev, changes, cache):
-        """Changed channels of call ``point``'s output through the channel-wise ops that follow it."""
+        """Changed channels of call ``point``'s output through the channel-wise ops that follow it
+        (and one convolution): ``(alive, (node, values of the alive rows), unsafe)``.
+
+        Rows whose channels come out golden again (bit for bit) are masked: compared at the end
+        of the chain, or, past a convolution, with the cached golden output of the resume call.
+        """
         tree = self._tree
-        ops, resume_at, resume_node = tree.planes[point]
+        steps, resume_at, resume_node = tree.planes[point]
         shape = tree.calls[point].shape
+        n = len(dev)
         rows_c, idx_c, new_c = changes
         size = int(np.prod(shape[2:]))
-        keys, which = torch.unique(rows_c * shape[1] + idx_c // size, return_inverse=True)  # (row, channel) pairs
+        keys, which = _unique(rows_c * shape[1] + idx_c // size, n * shape[1])  # (row, channel) pairs
         p_rows, p_ch = keys // shape[1], keys % shape[1]
         golden = gold.view(len(gold), shape[1], size)[dev[p_rows], p_ch]
         faulty = golden.clone()
         faulty[which, idx_c % size] = new_c
         faulty, golden = faulty.view(len(keys), 1, *shape[2:]), golden.view(len(keys), 1, *shape[2:])
+        unsafe = torch.zeros(n, dtype=torch.bool, device=faulty.device)
+        mixed = any(isinstance(step, _ConvStep) for step in steps[:resume_at])
         at_resume = faulty
-        for i, op in enumerate(ops):
-            faulty, golden = op(faulty), op(golden)
+        for i, step in enumerate(steps[:resume_at] if mixed else steps):
+            if isinstance(step, _ConvStep):
+                p_rows, p_ch, faulty = self._conv_step(step, p_rows, p_ch, faulty, golden, cache, dev, unsafe)
+                golden = None  # from here on only the faulty side is computed
+            else:
+                faulty, golden = step(faulty), step(golden) if golden is not None else None
             if i + 1 == resume_at:
                 at_resume = faulty
+        if mixed:
+            r_shape = tree.calls[resume_node].shape
+            golden = cache[resume_node].view(-1, r_shape[1], int(np.prod(r_shape[2:])))[dev[p_rows], p_ch]
+            golden = golden.view(faulty.shape)
         view = INT_VIEW[faulty.dtype]
-        differs = (faulty.view(view) != golden.view(view)).reshape(len(keys), -1).any(dim=1)
-        alive = torch.unique(p_rows[differs])
-        self.stats["plane_masked"] += len(torch.unique(p_rows)) - len(alive)
+        differs = (faulty.view(view) != golden.view(view)).reshape(len(p_rows), -1).any(dim=1)
+        alive = _unique(p_rows[differs & ~unsafe[p_rows]], n)[0]
+        n_unsafe = int(unsafe.sum())
+        self.stats["plane_masked"] += len(_unique(p_rows, n)[0]) - len(alive) - n_unsafe
+        unsafe = torch.nonzero(unsafe).flatten().cpu().numpy()
         if resume_node is None:
             values = gold[dev[alive]]
-            position = _positions(alive, len(dev))[rows_c]
+            position = _positions(alive, n)[rows_c]
             keep = position >= 0  # changes of rows masked by the ops are dropped
             values[position[keep], idx_c[keep]] = new_c[keep]
-            return alive.cpu(), (point, values)
+            return alive.cpu(), (point, values), unsafe
         r_shape = tree.calls[resume_node].shape
         values = cache[resume_node][dev[alive]]
-        position = _positions(alive, len(dev))[p_rows]
+        position = _positions(alive, n)[p_rows]
         keep = position >= 0
         values.view(len(alive), *r_shape[1:])[position[keep], p_ch[keep]] = at_resume[keep, 0]
-        return alive.cpu(), (resume_node, values)
+        return alive.cpu(), (resume_node, values), unsafe
+
+    def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
+        """Changed input channels through a convolution: golden output plus the convolution of the
+        change, each channel with its own kernel slice (one grouped convolution). Rows where some
+        summation order could overflow are flagged in ``unsafe``."""
+        conv = step.module
+        out_shape = self._tree.calls[step.node].shape
+        rows, which = _unique(p_rows, len(dev))
+        delta = (faulty - golden)[:, 0]  # [planes, H, W]
+        weight = conv.weight.detach()
+        mass = weight.abs().sum(dim=(2, 3)).amax(dim=0).double()  # per input channel: max over outputs of sum|w|
+        bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
+            0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
+        unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
+        kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # [planes * out, 1, kh, kw]
+        change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
+                                            conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
+        total = torch.zeros(len(rows), *out_shape[1:], dtype=change.dtype, device=change.device).index_add_(0, which, change)
+        total += cache[step.node].view(-1, *out_shape[1:])[dev[rows]]
+        out = out_shape[1]
+        return (rows.repeat_interleave(out), torch.arange(out, device=rows.device).repeat(len(rows)),
+                total.view(len(rows) * out, 1, *out_shape[2:]))
 
     def _weight_correction(self, faults: list[Fault], cache, src: torch.Tensor, point: int):
         """Output elements a Linear/Conv2d weight or bias fault changes: ``(rows, element indices,
@@ -853,7 +961,7 @@ class FastEngine(ReferenceEngine):
             contrib = x[torch.arange(len(x), device=x.device)[:, None, None], ys[:, :, None], xs[:, None, :]] * dw
         else:
             contrib = x_all[src[rows_t], :, idx_t % per_out] * dw
-        keys, which = torch.unique(rows_t * out_features + out_e, return_inverse=True)
+        keys, which = _unique(rows_t * out_features + out_e, len(faults) * out_features)
         u_rows, u_out = keys // out_features, keys % out_features
         delta = torch.zeros(len(keys), *plane, dtype=contrib.dtype, device=contrib.device).index_add_(0, which, contrib)
         if conv:
@@ -879,6 +987,31 @@ class FastEngine(ReferenceEngine):
         risky_rows[u_rows[~(bound < torch.finfo(param.dtype).max / 2)]] = True
         rows = u_rows.repeat_interleave(idx.shape[1])
         return rows, idx.reshape(-1), values.reshape(-1), risky_rows[rows]
+
+
+def _unique(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct ``values`` (integers in [0, n)) and where each value sits among them,
+    like ``torch.unique(values, return_inverse=True)`` in O(n) instead of a sort."""
+    seen = torch.zeros(n, dtype=torch.bool, device=values.device)
+    seen[values] = True
+    distinct = torch.nonzero(seen).flatten()
+    return distinct, _positions(distinct, n)[values]
+
+
+def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Map from row number (< n) to its place in the sorted ``rows``; -1 for rows not in it."""
+    position = torch.full((n,), -1, dtype=torch.long, device=rows.device)
+    position[rows] = torch.arange(len(rows), device=rows.device)
+    return position
+
+
+def _unique(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct ``values`` (integers in [0, n)) and where each value sits among them,
+    like ``torch.unique(values, return_inverse=True)`` in O(n) instead of a sort."""
+    seen = torch.zeros(n, dtype=torch.bool, device=values.device)
+    seen[values] = True
+    distinct = torch.nonzero(seen).flatten()
+    return distinct, _positions(distinct, n)[values]
 
 
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
