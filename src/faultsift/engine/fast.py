@@ -737,7 +737,7 @@ class FastEngine(ReferenceEngine):
                 if node not in live:  # read by nothing that runs: an empty batch computes nothing after it
                     shape[c.layout.batch_dim] = 0
                     return torch.empty(shape, dtype=dtype_from_name(c.layout.dtype), device=self.device)
-                values = resume[1] if resume is not None and node == resume[0] else cache[node][rows]
+                values = resume[1] if resume is not None and node == resume[0] else cache[node].index_select(0, rows)
                 return from_rows(values, c.layout, torch.empty(shape, device="meta"))
 
             own = module.__dict__.get("forward")  # a forward set on the instance is put back as it was
@@ -761,7 +761,7 @@ class FastEngine(ReferenceEngine):
                 layout = tree.calls[node].layout
                 faulty = to_rows(storage(out), layout, b)
                 view = INT_VIEW[faulty.dtype]
-                same = (faulty.view(view) == cache[node][rows].view(view)).all(dim=1)
+                same = (faulty.view(view) == cache[node].index_select(0, rows).view(view)).all(dim=1)
                 n_same = int(same.sum())
                 tree.check_yield[node][0] += b
                 tree.check_yield[node][1] += n_same
@@ -823,24 +823,24 @@ class FastEngine(ReferenceEngine):
         dev = src.to(self.device)
         gold = cache[point]
         unsafe = np.arange(0)
-        if kind == "act":
+        if kind == "act":  # changes as (row, [element], [old value], [new value])
             rows_e, idx_e, merged = _elements(faults)
-            rows_c, idx_c = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)
-            new_c = apply_fault(gold[dev[rows_c], idx_c].unsqueeze(0), merged)[0]
-        else:
-            rows_c, idx_c, new_c, risky = self._weight_correction(faults, cache, dev, point)
-            unsafe = _unique(rows_c[risky], len(faults))[0].cpu().numpy()
-            rows_c, idx_c, new_c = rows_c[~risky], idx_c[~risky], new_c[~risky]
-        view = INT_VIEW[new_c.dtype]
-        hit = gold[dev[rows_c], idx_c].view(view) != new_c.view(view)
-        rows_c, idx_c, new_c = rows_c[hit], idx_c[hit], new_c[hit]
-        alive = _unique(rows_c, len(faults))[0]
+            rows, idx = torch.from_numpy(rows_e).to(self.device), torch.from_numpy(idx_e).to(self.device)[:, None]
+            old = _cells(gold, dev[rows], idx[:, 0])[:, None]
+            new = apply_fault(old.reshape(1, -1).clone(), merged)[0][:, None]
+        else:  # changes as (row, [elements of one output feature], [old values], [new values])
+            rows, idx, old, new, risky = self._weight_correction(faults, cache, dev, point)
+            unsafe = _unique(rows[risky], len(faults))[0].cpu().numpy()
+            rows, idx, old, new = rows[~risky], idx[~risky], old[~risky], new[~risky]
+        view = INT_VIEW[new.dtype]
+        hit = (old.view(view) != new.view(view)).any(dim=1)
+        rows, idx, old, new = rows[hit], idx[hit], old[hit], new[hit]
+        alive = _unique(rows, len(faults))[0]
         if point in tree.planes and len(alive):
-            alive, resume, more = self._through_planes(point, gold, dev, (rows_c, idx_c, new_c), cache)
+            alive, resume, more = self._through_planes(point, gold, dev, (rows, idx, old, new), cache)
             return alive, resume, np.union1d(unsafe, more)
-        values = gold[dev[alive]]
-        values[_positions(alive, len(faults))[rows_c], idx_c] = new_c
-        return alive.cpu(), (point, values), unsafe
+        return alive.cpu(), (point, _write(gold.index_select(0, dev[alive]), _positions(alive, len(faults))[rows], idx,
+                                           new)), unsafe
 
     def _through_planes(self, point, gold, dev, changes, cache):
         """Changed channels of call ``point``'s output through the channel-wise ops that follow it
@@ -853,14 +853,19 @@ class FastEngine(ReferenceEngine):
         steps, resume_at, resume_node = tree.planes[point]
         shape = tree.calls[point].shape
         n = len(dev)
-        rows_c, idx_c, new_c = changes
+        rows, idx, old, new = changes
         size = int(np.prod(shape[2:]))
-        keys, which = _unique(rows_c * shape[1] + idx_c // size, n * shape[1])  # (row, channel) pairs
-        p_rows, p_ch = keys // shape[1], keys % shape[1]
-        golden = gold.view(len(gold), shape[1], size)[dev[p_rows], p_ch]
-        faulty = golden.clone()
-        faulty[which, idx_c % size] = new_c
-        faulty, golden = faulty.view(len(keys), 1, *shape[2:]), golden.view(len(keys), 1, *shape[2:])
+        planes = (len(rows), 1, *shape[2:])
+        if idx.shape[1] == size and bool((idx[:, 0] % size == 0).all()):  # each change is one whole channel
+            p_rows, p_ch = rows, idx[:, 0] // size
+            faulty, golden = new.view(planes), old.view(planes)
+        else:  # single elements: their channels, golden except at the changes
+            keys, which = _unique((rows[:, None] * shape[1] + idx // size).reshape(-1), n * shape[1])
+            p_rows, p_ch = keys // shape[1], keys % shape[1]
+            golden = _cells(gold.view(len(gold), shape[1], size), dev[p_rows], p_ch)
+            faulty = golden.clone()
+            faulty[which, (idx % size).reshape(-1)] = new.reshape(-1)
+            faulty, golden = faulty.view(len(keys), 1, *shape[2:]), golden.view(len(keys), 1, *shape[2:])
         unsafe = torch.zeros(n, dtype=torch.bool, device=faulty.device)
         if any(isinstance(step, _ConvStep) for step in steps[:resume_at]):
             return self._through_conv(point, steps[:resume_at], resume_node, (p_rows, p_ch, faulty, golden), cache, dev,
@@ -875,16 +880,16 @@ class FastEngine(ReferenceEngine):
         alive = _unique(p_rows[differs], n)[0]
         self.stats["plane_masked"] += len(_unique(p_rows, n)[0]) - len(alive)
         if resume_node is None:
-            values = gold[dev[alive]]
-            position = _positions(alive, n)[rows_c]
+            position = _positions(alive, n)[rows]
             keep = position >= 0  # changes of rows masked by the ops are dropped
-            values[position[keep], idx_c[keep]] = new_c[keep]
-            return alive.cpu(), (point, values), np.arange(0)
-        r_shape = tree.calls[resume_node].shape
-        values = cache[resume_node][dev[alive]]
+            return alive.cpu(), (point, _write(gold.index_select(0, dev[alive]), position[keep], idx[keep], new[keep])), \
+                np.arange(0)
+        r_size = int(np.prod(tree.calls[resume_node].shape[2:]))
         position = _positions(alive, n)[p_rows]
         keep = position >= 0
-        values.view(len(alive), *r_shape[1:])[position[keep], p_ch[keep]] = at_resume[keep, 0]
+        cells = p_ch[keep, None] * r_size + torch.arange(r_size, device=p_ch.device)
+        values = _write(cache[resume_node].index_select(0, dev[alive]), position[keep], cells,
+                        at_resume[keep].reshape(-1, r_size))
         return alive.cpu(), (resume_node, values), np.arange(0)
 
     def _through_conv(self, point, steps, resume_node, planes, cache, dev, unsafe):
@@ -901,7 +906,7 @@ class FastEngine(ReferenceEngine):
             else:
                 faulty = step(faulty)
         faulty = faulty.reshape(len(rows), -1)
-        gold = cache[resume_node][dev[rows]]
+        gold = cache[resume_node].index_select(0, dev[rows])
         view = INT_VIEW[faulty.dtype]
         keep = (faulty.view(view) != gold.view(view)).any(dim=1) & ~unsafe[rows]
         self.stats["plane_masked"] += int((~keep).sum()) - int(unsafe.sum())
@@ -928,13 +933,14 @@ class FastEngine(ReferenceEngine):
         else:
             total = torch.zeros(len(rows), *out_shape[1:], dtype=change.dtype, device=change.device).index_add_(
                 0, which, change)
-        total += cache[step.node].view(-1, *out_shape[1:])[dev[rows]]
+        total += cache[step.node].index_select(0, dev[rows]).view(total.shape)
         return rows, total
 
     def _weight_correction(self, faults: list[Fault], cache, src: torch.Tensor, point: int):
-        """Output elements a Linear/Conv2d weight or bias fault changes: ``(rows, element indices,
-        values, risky)`` in the layout of the cached rows of call ``point`` (row ``r`` is input
-        ``src[r]`` with ``faults[r]``).
+        """Output features a Linear/Conv2d weight or bias fault changes, one per (row, output
+        feature): ``(rows, element indices, golden values, faulty values, risky)``, elements in
+        the layout of the cached rows of call ``point`` (row ``r`` is input ``src[r]`` with
+        ``faults[r]``).
 
         Each changed weight adds ``(new - old) * x`` to the golden output (a bias ``new - old``),
         the exact correction up to rounding. ``risky`` marks elements of rows whose sum some
@@ -970,7 +976,7 @@ class FastEngine(ReferenceEngine):
             rest = idx_t % per_out
             cin_g = module.in_channels // module.groups
             channel = (out_e // (module.out_channels // module.groups)) * cin_g + rest // (kh * kw)
-            x = x_all[src[rows_t], channel]
+            x = _cells(x_all, src[rows_t], channel)
             x = torch.nn.functional.pad(x, (module.padding[1],) * 2 + (module.padding[0],) * 2)
             ys = ((rest // kw) % kh * module.dilation[0])[:, None] + module.stride[0] * torch.arange(plane[0], device=x.device)
             xs = (rest % kw * module.dilation[1])[:, None] + module.stride[1] * torch.arange(plane[1], device=x.device)
@@ -985,7 +991,7 @@ class FastEngine(ReferenceEngine):
             idx = u_out[:, None] * size + torch.arange(size, device=u_out.device)
         else:
             idx = u_out[:, None] + out_features * torch.arange(plane[0], device=u_out.device)
-        values = gold[src[u_rows][:, None], idx] + delta.reshape(len(keys), -1)
+        old_values = gold.index_select(0, src[u_rows]).gather(1, idx)
         # the bound of every partial sum of the faulty layer: max|x| * sum|w| (+ |b|) per touched row
         weight = module.weight.detach().reshape(out_features, -1)
         mass = weight.abs().double().sum(1)[u_out]
@@ -1001,17 +1007,20 @@ class FastEngine(ReferenceEngine):
             bound = bound + b_abs
         risky_rows = torch.zeros(len(faults), dtype=torch.bool, device=u_rows.device)
         risky_rows[u_rows[~(bound < torch.finfo(param.dtype).max / 2)]] = True
-        rows = u_rows.repeat_interleave(idx.shape[1])
-        return rows, idx.reshape(-1), values.reshape(-1), risky_rows[rows]
+        return u_rows, idx, old_values, old_values + delta.reshape(len(keys), -1), risky_rows[u_rows]
 
 
-def _unique(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted distinct ``values`` (integers in [0, n)) and where each value sits among them,
-    like ``torch.unique(values, return_inverse=True)`` in O(n) instead of a sort."""
-    seen = torch.zeros(n, dtype=torch.bool, device=values.device)
-    seen[values] = True
-    distinct = torch.nonzero(seen).flatten()
-    return distinct, _positions(distinct, n)[values]
+def _write(values: torch.Tensor, rows: torch.Tensor, cells: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``values`` ([rows, numel]) with ``values[rows[k], cells[k, j]] = new[k, j]``."""
+    flat = (rows[:, None] * values.shape[1] + cells).reshape(-1)
+    values.view(-1).index_copy_(0, flat, new.reshape(-1))
+    return values
+
+
+def _cells(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``values[rows, cols]`` (with any trailing dimensions), as one flat row gather."""
+    flat = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+    return flat.index_select(0, rows * values.shape[1] + cols)
 
 
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -1028,6 +1037,19 @@ def _unique(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     seen[values] = True
     distinct = torch.nonzero(seen).flatten()
     return distinct, _positions(distinct, n)[values]
+
+
+def _write(values: torch.Tensor, rows: torch.Tensor, cells: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``values`` ([rows, numel]) with ``values[rows[k], cells[k, j]] = new[k, j]``."""
+    flat = (rows[:, None] * values.shape[1] + cells).reshape(-1)
+    values.view(-1).index_copy_(0, flat, new.reshape(-1))
+    return values
+
+
+def _cells(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``values[rows, cols]`` (with any trailing dimensions), as one flat row gather."""
+    flat = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+    return flat.index_select(0, rows * values.shape[1] + cols)
 
 
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
