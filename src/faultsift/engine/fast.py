@@ -636,10 +636,15 @@ class FastEngine(ReferenceEngine):
                               and tree.calls[point].replayable):
             # the faulty call's output is golden rows with the fault applied: resume from it directly
             alive, resume, unsafe = self._faulty_output(kind, faults, cache, src, point)
-            for fault, fault_rows in faults.by_fault(unsafe):
+            for fault, fault_rows in faults.by_fault(unsafe):  # as the reference does: weights patched in
                 self.stats["overflow_rows"] += len(fault_rows)
-                sel = src[fault_rows]
-                for k, v in self._forward(inputs[sel.to(self.device)], golden[sel], (fault,)).items():
+                if kind == "corr":
+                    part = self._run_batch("patch", inputs, golden, cache, row_inputs[fault_rows],
+                                           _RowFaults([fault], np.zeros(len(fault_rows), np.int64)), replays, [], point)
+                else:
+                    sel = src[fault_rows]
+                    part = self._forward(inputs[sel.to(self.device)], golden[sel], (fault,))
+                for k, v in part.items():
                     result[k][fault_rows] = v
             replays = tree.replay_nodes(tree.calls[resume[0]].end + 0.5)
             todo = [c for c in todo if tree.calls[c].end > tree.calls[resume[0]].end]
