@@ -205,3 +205,96 @@ def test_a_small_cache_budget_splits_inputs_without_changing_rows(zoo_models, ha
     got = small.run(inputs, np.arange(12) + 100, faults)
     assert (got[["fault_id", "input_id"]].to_numpy() == want[["fault_id", "input_id"]].to_numpy()).all()
     assert compare_outcomes(want, got)["other"] == 0
+
+
+def _rows_through(module: nn.Module, run) -> tuple[list[int], object]:
+    """Rows that reach ``module`` while ``run()`` executes, per call, and what ``run`` returned."""
+    seen: list[int] = []
+    handle = module.register_forward_hook(lambda mod, args, out: seen.append(len(out)))
+    try:
+        return seen, run()
+    finally:
+        handle.remove()
+
+
+def test_changed_channels_skip_the_convolution_after_a_fault(zoo_models, hard_pool):
+    """conv1 faults reach conv2 only as their changed channels: no trial row runs conv2 itself."""
+    model, inputs = zoo_models["digits-cnn"], hard_pool.inputs[:32]
+    engine = FastEngine(model)
+    tree = engine.tree(inputs)
+    steps, _, resume = tree.planes[tree.by_key[("conv1", 0)]]
+    assert [type(s).__name__ for s in steps][1] == "_ConvStep" and tree.calls[resume].module == "pool"
+    for kinds in (("output",), ("weight",)):
+        faults = plan_faults(discover_sites(model, inputs[:2], ["conv1"], kinds=kinds),
+                             make_fault_model("random-value"), 64, 3)
+        engine.stats.clear()
+        conv2_rows, rows = _rows_through(model.conv2, lambda: engine.run(inputs, np.arange(32), faults))
+        ref = ReferenceEngine(model).run(inputs, np.arange(32), faults)
+        _check(compare_outcomes(ref, rows))
+        trial_rows = sum(conv2_rows) - 32  # the golden pass (one chunk of faults) runs every input once
+        assert trial_rows == engine.stats["overflow_rows"] and engine.stats["rows"] > 0  # overflow rows run in full
+
+
+def test_channels_golden_again_after_relu_and_pooling_are_masked_without_a_forward(zoo_models, hard_pool):
+    """conv2 output faults whose channel comes out of ReLU and max pooling unchanged never reach conv3."""
+    model, inputs = zoo_models["digits-cnn"], hard_pool.inputs[:32]
+    faults = plan_faults(discover_sites(model, inputs[:2], ["conv2"]), make_fault_model("bitflip"), 100, 4)
+    engine = FastEngine(model)
+    engine.tree(inputs)
+    conv3_rows, rows = _rows_through(model.conv3, lambda: engine.run(inputs, np.arange(32), faults))
+    ref = ReferenceEngine(model).run(inputs, np.arange(32), faults)
+    assert compare_outcomes(ref, rows)["equal"] == len(ref)
+    masked = int((ref["outcome"] == "masked").sum())
+    assert 0.5 * masked < engine.stats["plane_masked"] <= masked
+    assert sum(conv3_rows) == len(ref) - engine.stats["plane_masked"] + 32  # + the golden pass
+
+
+def test_only_replayed_calls_the_rest_reads_are_gathered(zoo_models, hard_pool):
+    """Resuming at the pooling, the replayed conv1/conv2 outputs feed nothing that runs."""
+    model, inputs = zoo_models["digits-cnn"], hard_pool.inputs[:4]
+    tree = FastEngine(model).tree(inputs)
+    pool = tree.by_key[("pool", 0)]
+    replays = tree.replay_nodes(tree.calls[pool].end + 0.5)
+    assert {tree.calls[i].module for i in replays} == {"conv1", "conv2", "pool"}
+    assert {tree.calls[i].module for i in tree.live(replays)} == {"pool"}
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, so no channel chains are used."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        if x.sum() > 0:
+            x = x * 2
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_a_model_fx_cannot_trace_still_matches_the_reference():
+    model = _Branchy().eval()
+    inputs = torch.randn(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    engine = FastEngine(model)
+    assert engine.tree(inputs).planes == {} and not engine.tree(inputs).skip_dead
+    for kinds in (("output",), ("weight", "bias")):
+        faults = plan_faults(discover_sites(model, inputs[:2], ["*"], kinds=kinds), make_fault_model("random-value"), 40, 1)
+        _check(compare_outcomes(ReferenceEngine(model).run(inputs, np.arange(16), faults),
+                                engine.run(inputs, np.arange(16), faults)))
+
+
+def test_weight_faults_that_could_overflow_run_with_the_weights_patched_in():
+    """A huge weight makes the layer sum order-dependent near the float range: those rows take
+    the reference's route, and agree with it."""
+    model = _ReluNet().eval()
+    inputs = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
+    sites = discover_sites(model, inputs[:2], ["head"], kinds=("weight",))
+    faults = plan_faults(sites, make_fault_model("random-value", mode="uniform", low=1e38, high=3e38), 10, 0)
+    engine = FastEngine(model)
+    rows = engine.run(inputs, np.arange(16), faults)
+    assert 0 < engine.stats["overflow_rows"] < len(rows)
+    ref = ReferenceEngine(model).run(inputs, np.arange(16), faults)
+    assert (rows["outcome"] == ref["outcome"]).all() and (rows["due_kind"] == ref["due_kind"]).all()

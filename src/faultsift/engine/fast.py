@@ -5,17 +5,26 @@ trials whose output difference sits on the threshold), at a fraction of the cost
 
 - **Batched trials**: one forward evaluates up to ``max_rows`` trials, each batch row carrying
   its own fault. Activation faults are applied to their own rows by one vectorised operation
-  per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` are exact per-row
-  corrections of the layer output (``y += dW * x`` on the touched output features, in
-  float64); other parameter faults are patched in place and run with every input of the fault.
+  per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` (called once) are per-row
+  corrections of the layer output: golden plus ``(new - old) * input`` on the touched features.
+  Other parameter faults are patched in place and run with every input of the fault.
 - **Golden-prefix reuse**: one traced forward records the module call tree. For inputs of a
   chunk, one golden forward caches the outputs of the module calls that finish before a fault
   site; a trial forward replays them (the module's ``forward`` returns the cached rows) and
-  computes only the rest of the network.
+  computes only the rest of the network. Replayed outputs that nothing after them reads (per
+  the ``torch.fx`` graph) are replayed as empty batches, so the ops between them cost nothing.
+- **Changed channels only**: where a faulty ``[B, C, ...]`` output feeds only channel-wise ops
+  (ReLU, max pooling) and at most one ``nn.Conv2d`` (golden output plus the convolution of the
+  change), just the changed channels go through them; rows golden again after them are masked
+  without a forward, the others resume after the last module call among them.
 - **Early masking**: at module calls that carry the whole state after the fault (the faulty
   call, its ancestors, later children of an ``nn.Sequential`` ancestor) the rows are compared
   bit-exactly with golden; rows equal to golden are recorded ``masked`` and the forward is
   restarted from that call for the other rows only.
+
+Corrections and convolved changes equal the reference's full recomputation up to rounding.
+Where a sum could overflow in some summation order (``max|x| * sum|w|`` near the float range)
+the rows are evaluated as the reference does: weights patched in, activations in full.
 
 Trials of several parts (several faults at once) and batches whose forward raises are handed
 to the reference engine (fault by fault), so a crash caused by one fault never marks other
@@ -381,14 +390,6 @@ def _param_values(model: nn.Module, fault: Fault) -> tuple[torch.Tensor, torch.T
     return before.view(INT_VIEW[before.dtype]), after.view(INT_VIEW[after.dtype])
 
 
-def _changed_rows(rows_e: np.ndarray, old: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:
-    """Positions of the ``n`` rows where some element (of row ``rows_e[e]``) is not bit-identical after the fault."""
-    view = INT_VIEW[old.dtype]
-    changed = torch.zeros(n, dtype=torch.bool)
-    changed[torch.from_numpy(rows_e)[(old.view(view) != new.view(view)).cpu()]] = True
-    return torch.nonzero(changed).flatten()
-
-
 def _op_key(fault: Fault) -> tuple:
     return fault.op, fault.restrict, fault.low, fault.high
 
@@ -528,7 +529,8 @@ class FastEngine(ReferenceEngine):
     def _input_groups(self, inputs: torch.Tensor) -> list[np.ndarray]:
         """Input positions in groups whose cached golden activations fit in ``cache_bytes``."""
         tree = self.tree(inputs.to(self.device))
-        per_input = sum(c.layout.numel * dtype_from_name(c.layout.dtype).itemsize for c in tree.calls if c.replayable)
+        per_input = sum((c.layout.numel + int(np.prod(c.in_shape)) // 2)  # outputs, and inputs of weight corrections
+                        * dtype_from_name(c.layout.dtype).itemsize for c in tree.calls if c.replayable)
         size = int(max(1, min(len(inputs), self.cache_bytes // max(per_input, 1))))
         return [np.arange(s, min(s + size, len(inputs))) for s in range(0, len(inputs), size)]
 
