@@ -921,8 +921,8 @@ class FastEngine(ReferenceEngine):
 
     def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
         """Changed input channels through a convolution: ``(rows, their whole outputs)``, golden plus
-        the convolution of the change, each channel with its own kernel slice (one grouped
-        convolution). Rows where some summation order could overflow are flagged in ``unsafe``."""
+        the convolution of the change with the kernel slice of its channel (one convolution per
+        changed input channel). Rows where some summation order could overflow are flagged in ``unsafe``."""
         conv = step.module
         out_shape = self._tree.calls[step.node].shape
         rows, which = _unique(p_rows, len(dev))
@@ -932,9 +932,13 @@ class FastEngine(ReferenceEngine):
         bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
             0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
         unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
-        kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # [planes * out, 1, kh, kw]
-        change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
-                                            conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
+        change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
+        order = torch.argsort(p_ch)
+        channels, counts = torch.unique_consecutive(p_ch[order], return_counts=True)
+        for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):  # one convolution per input channel
+            change.index_copy_(0, part, torch.nn.functional.conv2d(
+                delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
+                conv.dilation))
         if len(rows) == len(delta):  # one changed channel per row
             total = change
         else:
@@ -998,7 +1002,7 @@ class FastEngine(ReferenceEngine):
             idx = u_out[:, None] * size + torch.arange(size, device=u_out.device)
         else:
             idx = u_out[:, None] + out_features * torch.arange(plane[0], device=u_out.device)
-        old_values = gold.index_select(0, src[u_rows]).gather(1, idx)
+        old_values = gold.reshape(-1).index_select(0, (src[u_rows, None] * gold.shape[1] + idx).reshape(-1)).view(idx.shape)
         # the bound of every partial sum of the faulty layer: max|x| * sum|w| (+ |b|) per touched row
         weight = module.weight.detach().reshape(out_features, -1)
         mass = weight.abs().double().sum(1)[u_out]
