@@ -838,10 +838,12 @@ class FastEngine(ReferenceEngine):
         else:  # changes as (row, [elements of one output feature], [old values], [new values])
             rows, idx, old, new, risky = self._weight_correction(faults, cache, dev, point)
             unsafe = _unique(rows[risky], len(faults))[0].cpu().numpy()
-            rows, idx, old, new = rows[~risky], idx[~risky], old[~risky], new[~risky]
         view = INT_VIEW[new.dtype]
-        hit = (old.view(view) != new.view(view)).any(dim=1)
-        rows, idx, old, new = rows[hit], idx[hit], old[hit], new[hit]
+        keep = (old.view(view) != new.view(view)).any(dim=1)
+        if kind != "act":
+            keep &= ~risky
+        if not bool(keep.all()):
+            rows, idx, old, new = rows[keep], idx[keep], old[keep], new[keep]
         alive = _unique(rows, len(faults))[0]
         if point in tree.planes and len(alive):
             alive, resume, more = self._through_planes(point, gold, dev, (rows, idx, old, new), cache)
@@ -922,7 +924,8 @@ class FastEngine(ReferenceEngine):
     def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
         """Changed input channels through a convolution: ``(rows, their whole outputs)``, golden plus
         the convolution of the change with the kernel slice of its channel (one convolution per
-        changed input channel). Rows where some summation order could overflow are flagged in ``unsafe``."""
+        changed input channel, or one grouped convolution when they are many). Rows where some
+        summation order could overflow are flagged in ``unsafe``."""
         conv = step.module
         out_shape = self._tree.calls[step.node].shape
         rows, which = _unique(p_rows, len(dev))
@@ -932,13 +935,18 @@ class FastEngine(ReferenceEngine):
         bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
             0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
         unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
-        change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
         order = torch.argsort(p_ch)
         channels, counts = torch.unique_consecutive(p_ch[order], return_counts=True)
-        for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):  # one convolution per input channel
-            change.index_copy_(0, part, torch.nn.functional.conv2d(
-                delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
-                conv.dilation))
+        if len(channels) <= 8:  # a few channels: one dense convolution each
+            change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
+            for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):
+                change.index_copy_(0, part, torch.nn.functional.conv2d(
+                    delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
+                    conv.dilation))
+        else:  # many: one grouped convolution, each change with the kernel slice of its channel
+            kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])
+            change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
+                                                conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
         if len(rows) == len(delta):  # one changed channel per row
             total = change
         else:
