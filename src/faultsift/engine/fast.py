@@ -923,9 +923,8 @@ class FastEngine(ReferenceEngine):
 
     def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
         """Changed input channels through a convolution: ``(rows, their whole outputs)``, golden plus
-        the convolution of the change with the kernel slice of its channel (one convolution per
-        changed input channel, or one grouped convolution when they are many). Rows where some
-        summation order could overflow are flagged in ``unsafe``."""
+        the convolution of the change with the kernel slice of its channel (one grouped
+        convolution). Rows where some summation order could overflow are flagged in ``unsafe``."""
         conv = step.module
         out_shape = self._tree.calls[step.node].shape
         rows, which = _unique(p_rows, len(dev))
@@ -935,18 +934,9 @@ class FastEngine(ReferenceEngine):
         bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
             0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
         unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
-        order = torch.argsort(p_ch)
-        channels, counts = torch.unique_consecutive(p_ch[order], return_counts=True)
-        if len(channels) <= 8:  # a few channels: one dense convolution each
-            change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
-            for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):
-                change.index_copy_(0, part, torch.nn.functional.conv2d(
-                    delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
-                    conv.dilation))
-        else:  # many: one grouped convolution, each change with the kernel slice of its channel
-            kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])
-            change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
-                                                conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
+        kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # [changes * out, 1, kh, kw]
+        change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
+                                            conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
         if len(rows) == len(delta):  # one changed channel per row
             total = change
         else:
