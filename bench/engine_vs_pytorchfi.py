@@ -8,7 +8,8 @@ in the outputs of Conv2d/Linear layers and (b) random-value faults in their weig
 fault models both tools support. pytorchfi is used as its users do: one fault declared on
 every input of the batch (`declare_neuron_fi` / `declare_weight_fi`), then one forward of
 the corrupted model. Its outcomes are checked against the reference engine's, so the three
-tools provably evaluate the same trials. Each tool is timed ``--repeats`` times, interleaved,
+tools provably evaluate the same trials. Freed memory is kept for reuse (``keep_freed_memory``,
+as the fast engine sets it) before anything is timed, so all tools run with it. Each tool is timed ``--repeats`` times, interleaved,
 and its best run counts (noise on a shared machine only ever slows a run down); golden
 throughput is likewise the best run of batched fault-free inference, at several batch sizes. Then peak RSS of fast-engine runs streaming 10k and 100k
 faults (fresh processes). Ends with one line per model:
@@ -33,7 +34,7 @@ from torch import nn
 
 from faultsift.campaign.plan import draw_fault, plan_faults
 from faultsift.data import load_data
-from faultsift.engine.fast import FastEngine, compare_outcomes
+from faultsift.engine.fast import FastEngine, compare_outcomes, keep_freed_memory
 from faultsift.engine.outcome import OUTCOMES, classify
 from faultsift.engine.reference import ReferenceEngine, trials_frame
 from faultsift.faults.models import make_fault_model
@@ -170,7 +171,9 @@ def main() -> None:
         rss_child(args.models.split(",")[0], args.rss_child, args.rss_inputs, args.device)
         return
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device_name}; {args.inputs} inputs per fault; torch {torch.__version__}")
+    kept = keep_freed_memory()  # as the fast engine sets it; before any timing, so every tool runs with it
+    print(f"device: {device_name}; {args.inputs} inputs per fault; torch {torch.__version__}; "
+          f"freed memory kept for reuse: {kept}")
     results = []
     for spec in args.models.split(","):
         r = bench_model(spec, args.inputs, args.faults, args.pytorchfi_faults, args.device, args.repeats)

@@ -8,6 +8,8 @@ faults of several parts. Disagreements are allowed only on the threshold, under 
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from faultsift.campaign.plan import plan_faults, plan_multi_faults
-from faultsift.engine.fast import FastEngine, compare_outcomes
+from faultsift.engine.fast import FastEngine, compare_outcomes, keep_freed_memory
 from faultsift.engine.reference import ReferenceEngine
 from faultsift.faults.models import make_fault_model
 from faultsift.faults.sites import discover_sites
@@ -298,3 +300,9 @@ def test_weight_faults_that_could_overflow_run_with_the_weights_patched_in():
     assert 0 < engine.stats["overflow_rows"] < len(rows)
     ref = ReferenceEngine(model).run(inputs, np.arange(16), faults)
     assert (rows["outcome"] == ref["outcome"]).all() and (rows["due_kind"] == ref["due_kind"]).all()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_fast_engine_keeps_freed_memory_for_reuse_on_glibc(zoo_models):
+    FastEngine(zoo_models["digits-cnn"])
+    assert keep_freed_memory() is True  # both mallopt calls were accepted
