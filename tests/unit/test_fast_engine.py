@@ -306,3 +306,16 @@ def test_weight_faults_that_could_overflow_run_with_the_weights_patched_in():
 def test_the_fast_engine_keeps_freed_memory_for_reuse_on_glibc(zoo_models):
     FastEngine(zoo_models["digits-cnn"])
     assert keep_freed_memory() is True  # both mallopt calls were accepted
+
+
+def test_rows_per_forward_shrink_for_large_activations(zoo_models, hard_pool):
+    model, inputs = zoo_models["digits-cnn"], hard_pool.inputs[:8]
+    tree = FastEngine(model).tree(inputs)
+    assert FastEngine(model)._rows(tree) == 4096  # the built-in CNN's activations are small
+    small = FastEngine(model, batch_bytes=tree.bytes_per_input * 10)
+    assert small._rows(tree) == 10
+    faults = plan_faults(discover_sites(model, inputs[:2], ["conv2"]), make_fault_model("bitflip"), 30, 2)
+    small.stats.clear()
+    got = small.run(inputs, np.arange(8), faults)
+    want = ReferenceEngine(model).run(inputs, np.arange(8), faults)
+    assert compare_outcomes(want, got)["equal"] == len(want) and small.stats["forwards"] >= small.stats["rows"] / 10

@@ -3,9 +3,9 @@
 Same outcomes as :mod:`faultsift.engine.reference` for the same fault list (up to rounding in
 trials whose output difference sits on the threshold), at a fraction of the cost:
 
-- **Batched trials**: one forward evaluates up to ``max_rows`` trials, each batch row carrying
-  its own fault. Activation faults are applied to their own rows by one vectorised operation
-  per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` (called once) are per-row
+- **Batched trials**: one forward evaluates up to ``max_rows`` trials (fewer for models with
+  large activations, see ``batch_bytes``), each batch row carrying its own fault. Activation
+  faults are applied to their own rows by one vectorised operation per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` (called once) are per-row
   corrections of the layer output: golden plus ``(new - old) * input`` on the touched features.
   Other parameter faults are patched in place and run with every input of the fault.
 - **Golden-prefix reuse**: one traced forward records the module call tree. For inputs of a
@@ -131,6 +131,8 @@ class _CallTree:
         self.n_calls = defaultdict(int)
         for c in self.calls:
             self.n_calls[c.module] += 1
+        self.bytes_per_input = sum((c.layout.numel + int(np.prod(c.in_shape)) // 2)  # outputs, and layer inputs
+                                   * dtype_from_name(c.layout.dtype).itemsize for c in self.calls if c.replayable)
         self.fx_nodes = _traced_calls(model, self)
         self.planes = _plane_chains(model, self)
         self._live: dict[tuple[int, ...], set[int]] = {}
@@ -423,20 +425,21 @@ def _op_key(fault: Fault) -> tuple:
 class FastEngine(ReferenceEngine):
     """Batched, prefix-caching, early-masking trial evaluation (same interface as the reference).
 
-    ``max_rows``: trials per forward. ``early_masking``: restart without rows that are golden again.
+    ``max_rows``: trials per forward, at most; fewer where one row's activations times the rows
+    would pass ``batch_bytes``. ``early_masking``: restart without rows that are golden again.
     ``cache_bytes``: bound on the cached golden activations (inputs are taken in groups that fit).
     ``keep_memory``: call :func:`keep_freed_memory` (process-wide) on CPU.
     """
 
     def __init__(self, model: nn.Module, fault_model: FaultModel | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 device: str = "cpu", max_rows: int = 2048, early_masking: bool = True, cache_bytes: int = 2**30,
-                 keep_memory: bool = True):
+                 device: str = "cpu", max_rows: int = 4096, early_masking: bool = True, cache_bytes: int = 2**30,
+                 batch_bytes: int = 2**28, keep_memory: bool = True):
         super().__init__(model, fault_model, threshold, device)
         if max_rows < 1:
             raise ConfigError(f"Expected `max_rows` >= 1, got {max_rows}.")
         if keep_memory and not str(device).startswith("cuda"):
             keep_freed_memory()
-        self.max_rows, self.early_masking, self.cache_bytes = max_rows, early_masking, cache_bytes
+        self.max_rows, self.early_masking, self.cache_bytes, self.batch_bytes = max_rows, early_masking, cache_bytes, batch_bytes
         self._trees: dict[tuple, _CallTree] = {}
         self._tree: _CallTree | None = None
         self.stats = defaultdict(int)
@@ -538,7 +541,7 @@ class FastEngine(ReferenceEngine):
         Faults are consumed lazily, so a generator of any length runs in bounded memory.
         """
         n = len(inputs)
-        chunk = chunk_faults or max(1, 16 * self.max_rows // max(n, 1))
+        chunk = chunk_faults or max(1, 16 * self._rows(self.tree(inputs.to(self.device))) // max(n, 1))
         ids = np.asarray(input_ids, np.int64)
         groups = self._input_groups(inputs)
         stream = iter(faults)
@@ -558,11 +561,13 @@ class FastEngine(ReferenceEngine):
 
     def _input_groups(self, inputs: torch.Tensor) -> list[np.ndarray]:
         """Input positions in groups whose cached golden activations fit in ``cache_bytes``."""
-        tree = self.tree(inputs.to(self.device))
-        per_input = sum((c.layout.numel + int(np.prod(c.in_shape)) // 2)  # outputs, and inputs of weight corrections
-                        * dtype_from_name(c.layout.dtype).itemsize for c in tree.calls if c.replayable)
+        per_input = self.tree(inputs.to(self.device)).bytes_per_input
         size = int(max(1, min(len(inputs), self.cache_bytes // max(per_input, 1))))
         return [np.arange(s, min(s + size, len(inputs))) for s in range(0, len(inputs), size)]
+
+    def _rows(self, tree: "_CallTree") -> int:
+        """Trials per forward: ``max_rows``, fewer where their activations would pass ``batch_bytes``."""
+        return int(max(1, min(self.max_rows, self.batch_bytes // max(tree.bytes_per_input, 1))))
 
     def run(self, inputs, input_ids, faults, on_fault=None) -> pd.DataFrame:
         """Trial rows (``TRIAL_COLUMNS``) for every (input, fault) pair, in the order of the reference engine."""
@@ -634,7 +639,7 @@ class FastEngine(ReferenceEngine):
 
         for key, js in groups.items():
             rows = np.concatenate([rows_of[j] for j in js])
-            step = len(rows) if key[0] == "patch" else self.max_rows
+            step = len(rows) if key[0] == "patch" else self._rows(tree)
             for start in range(0, len(rows), step):
                 batch = rows[start:start + step]
                 try:
@@ -715,7 +720,7 @@ class FastEngine(ReferenceEngine):
     def _worth_checking(self, node: int) -> bool:
         """Checkpoints that have masked under 1% of many rows are skipped (outcomes do not depend on it)."""
         seen, masked = self._tree.check_yield[node]
-        return seen < 4 * self.max_rows or 100 * masked >= seen
+        return seen < 4 * self._rows(self._tree) or 100 * masked >= seen
 
     def _prescreen(self, kind: str, faults: list[Fault]) -> torch.Tensor:
         """Rows whose patched parameter fault changes some value (one leaving it bit-identical is masked)."""
