@@ -273,10 +273,20 @@ def _plane_op(model: nn.Module, node: torch.fx.Node, arg: torch.fx.Node, ndim: i
         return torch.relu if type(module) is nn.ReLU else (lambda x: x)
     pools = {nn.MaxPool1d: 3, nn.MaxPool2d: 4, nn.MaxPool3d: 5}
     if pools.get(type(module)) == ndim and not module.return_indices:
-        if ndim == 4:  # channels-last max pooling is several times faster on CPU, and a max is a max
-            return lambda x, m=module: nn.MaxPool2d.forward(m, x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return lambda x, m=module: type(m).forward(m, x)
+        return _MaxPool(module)
     return None
+
+
+@dataclass
+class _MaxPool:
+    """A max-pooling module applied to changed channels."""
+
+    module: nn.Module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # channels-last max pooling is several times faster on CPU, and a max is a max
+            return nn.MaxPool2d.forward(self.module, x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return type(self.module).forward(self.module, x)
 
 
 def _traced_calls(model: nn.Module, tree: "_CallTree") -> dict[int, torch.fx.Node]:
@@ -343,6 +353,9 @@ def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list, 
             if planar(j) and tree.calls[j].shape[1] == channels:
                 k, resume = len(steps), j
             cur = user
+        for a in range(len(steps) - 1):  # max-pool before ReLU: the same values (ReLU is monotone), on fewer
+            if steps[a] is torch.relu and isinstance(steps[a + 1], _MaxPool) and k != a + 1:
+                steps[a], steps[a + 1] = steps[a + 1], steps[a]
         if steps:
             chains[i] = (steps, k, resume)
     return chains
