@@ -136,6 +136,7 @@ class _CallTree:
         self.fx_nodes = _traced_calls(model, self)
         self.planes = _plane_chains(model, self)
         self._live: dict[tuple[int, ...], set[int]] = {}
+        self.correctable: dict[tuple[str, str], bool] = {}  # (module, parameter) -> FastEngine._correctable
         self.skip_dead = bool(self.fx_nodes)  # replay dead calls as empty batches
 
     @torch.inference_mode()
@@ -472,7 +473,13 @@ class FastEngine(ReferenceEngine):
         return self._tree
 
     def _correctable(self, site: Site) -> bool:
-        """A Linear/Conv2d weight or bias fault that a per-row output correction reproduces exactly."""
+        """A Linear/Conv2d weight or bias fault that a per-row output correction reproduces (up to rounding)."""
+        key = (site.module, site.kind)
+        if key not in self._tree.correctable:
+            self._tree.correctable[key] = self._check_correctable(site)
+        return self._tree.correctable[key]
+
+    def _check_correctable(self, site: Site) -> bool:
         module = self.model.get_submodule(site.module)
         if site.kind not in ("weight", "bias") or is_packed(module, site.kind) or getattr(module, site.kind, None) is None:
             return False
@@ -966,8 +973,11 @@ class FastEngine(ReferenceEngine):
         gold = cache[resume_node].index_select(0, dev[rows])
         view = INT_VIEW[faulty.dtype]
         keep = (faulty.view(view) != gold.view(view)).any(dim=1) & ~unsafe[rows]
-        self.stats["plane_masked"] += int((~keep).sum()) - int(unsafe.sum())
-        return rows[keep].cpu(), (resume_node, faulty[keep]), torch.nonzero(unsafe).flatten().cpu().numpy()
+        n_kept = int(keep.sum())
+        self.stats["plane_masked"] += len(rows) - n_kept - int(unsafe.sum())
+        if n_kept < len(rows):
+            rows, faulty = rows[keep], faulty[keep]
+        return rows.cpu(), (resume_node, faulty), torch.nonzero(unsafe).flatten().cpu().numpy()
 
     def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
         """Changed input channels through a convolution: ``(rows, their whole outputs)``, golden plus
