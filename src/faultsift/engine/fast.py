@@ -696,8 +696,10 @@ class FastEngine(ReferenceEngine):
             for fault, fault_rows in faults.by_fault(unsafe):  # as the reference does: weights patched in
                 self.stats["overflow_rows"] += len(fault_rows)
                 if kind == "corr":
-                    part = self._run_batch("patch", inputs, golden, cache, row_inputs[fault_rows],
-                                           _RowFaults([fault], np.zeros(len(fault_rows), np.int64)), replays, [], point)
+                    rows = torch.from_numpy(fault_rows)
+                    logits = self._forward_rows("patch", inputs, cache, src[rows], torch.arange(len(rows)),
+                                                _RowFaults([fault], np.zeros(len(rows), np.int64)), replays, [], None)
+                    part = classify(golden[src[rows]], logits.float().cpu(), self.threshold)
                 else:
                     sel = src[fault_rows]
                     part = self._forward(inputs[sel.to(self.device)], golden[sel], (fault,))
