@@ -14,8 +14,8 @@ trials whose output difference sits on the threshold), at a fraction of the cost
   computes only the rest of the network. Replayed outputs that nothing after them reads (per
   the ``torch.fx`` graph) are replayed as empty batches, so the ops between them cost nothing.
 - **Changed channels only**: where a faulty ``[B, C, ...]`` output feeds only channel-wise ops
-  (ReLU, max pooling) and at most one ``nn.Conv2d`` (golden output plus the convolution of the
-  change), just the changed channels go through them; rows golden again after them are masked
+  (ReLU, max pooling) and at most one costly ``nn.Conv2d`` (golden output plus the convolution
+  of the change), just the changed channels go through them; rows golden again after them are masked
   without a forward, the others resume after the last module call among them.
 - **Early masking**: at module calls that carry the whole state after the fault (the faulty
   call, its ancestors, later children of an ``nn.Sequential`` ancestor) the rows are compared
@@ -320,9 +320,13 @@ class _ConvStep:
     node: int  # the call, whose golden output is cached
 
 
-def _is_delta_conv(module: nn.Module) -> bool:
-    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
+def _is_delta_conv(module: nn.Module, out_shape: tuple[int, ...]) -> bool:
+    """A plain ``nn.Conv2d`` costly enough (2**18 multiply-adds per input or more) that convolving
+    only the change beats running it: below that, CPU convolution libraries run it faster whole."""
+    if not (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)):
+        return False
+    return module.weight.numel() * int(np.prod(out_shape[2:])) >= 2**18
 
 
 def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list, int, int | None]]:
@@ -346,7 +350,7 @@ def _plane_chains(model: nn.Module, tree: "_CallTree") -> dict[int, tuple[list, 
             j = call_of.get(user)
             op = _plane_op(model, user, cur, len(tree.calls[i].shape))
             if op is None and not conv and planar(j) and len(user.args) == 1 and not user.kwargs \
-                    and _is_delta_conv(model.get_submodule(user.target)):
+                    and _is_delta_conv(model.get_submodule(user.target), tree.calls[j].shape):
                 op, conv, channels = _ConvStep(model.get_submodule(user.target), j), True, tree.calls[j].shape[1]
             if op is None:
                 break
@@ -983,8 +987,9 @@ class FastEngine(ReferenceEngine):
 
     def _conv_step(self, step: _ConvStep, p_rows, p_ch, faulty, golden, cache, dev, unsafe):
         """Changed input channels through a convolution: ``(rows, their whole outputs)``, golden plus
-        the convolution of the change with the kernel slice of its channel (one grouped
-        convolution). Rows where some summation order could overflow are flagged in ``unsafe``."""
+        the convolution of the change with the kernel slice of its channel (one dense convolution
+        per channel when each has many changes, else one grouped convolution). Rows where some
+        summation order could overflow are flagged in ``unsafe``."""
         conv = step.module
         out_shape = self._tree.calls[step.node].shape
         rows, which = _unique(p_rows, len(dev))
@@ -994,9 +999,18 @@ class FastEngine(ReferenceEngine):
         bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
             0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
         unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
-        kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])  # [changes * out, 1, kh, kw]
-        change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
-                                            conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
+        order = torch.argsort(p_ch)
+        channels, counts = torch.unique_consecutive(p_ch[order], return_counts=True)
+        if len(delta) >= 128 * len(channels):  # many changes per channel: one dense convolution per channel
+            change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
+            for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):
+                change.index_copy_(0, part, torch.nn.functional.conv2d(
+                    delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
+                    conv.dilation))
+        else:  # one grouped convolution, each change with the kernel slice of its channel
+            kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])
+            change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
+                                                conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
         if len(rows) == len(delta):  # one changed channel per row
             total = change
         else:
