@@ -999,24 +999,19 @@ class FastEngine(ReferenceEngine):
         bound = torch.zeros(len(rows), dtype=torch.float64, device=delta.device).index_add_(
             0, which, delta.abs().reshape(len(delta), -1).amax(dim=1).double() * mass[p_ch])
         unsafe[rows[~(bound < torch.finfo(weight.dtype).max / 4)]] = True
+        total = cache[step.node].index_select(0, dev[rows]).view(len(rows), *out_shape[1:])
         order = torch.argsort(p_ch)
         channels, counts = torch.unique_consecutive(p_ch[order], return_counts=True)
         if len(delta) >= 128 * len(channels):  # many changes per channel: one dense convolution per channel
-            change = torch.empty(len(delta), *out_shape[1:], dtype=delta.dtype, device=delta.device)
             for c, part in zip(channels.tolist(), torch.split(order, counts.tolist())):
-                change.index_copy_(0, part, torch.nn.functional.conv2d(
+                total.index_add_(0, which[part], torch.nn.functional.conv2d(
                     delta.index_select(0, part).unsqueeze(1), weight[:, c:c + 1], None, conv.stride, conv.padding,
                     conv.dilation))
         else:  # one grouped convolution, each change with the kernel slice of its channel
             kernels = weight[:, p_ch].transpose(0, 1).reshape(-1, 1, *weight.shape[2:])
-            change = torch.nn.functional.conv2d(delta.unsqueeze(0), kernels, None, conv.stride, conv.padding,
-                                                conv.dilation, groups=len(delta)).view(len(delta), *out_shape[1:])
-        if len(rows) == len(delta):  # one changed channel per row
-            total = change
-        else:
-            total = torch.zeros(len(rows), *out_shape[1:], dtype=change.dtype, device=change.device).index_add_(
-                0, which, change)
-        total += cache[step.node].index_select(0, dev[rows]).view(total.shape)
+            total.index_add_(0, which, torch.nn.functional.conv2d(
+                delta.unsqueeze(0), kernels, None, conv.stride, conv.padding, conv.dilation,
+                groups=len(delta)).view(len(delta), *out_shape[1:]))
         return rows, total
 
     def _weight_correction(self, faults: list[Fault], cache, src: torch.Tensor, point: int):
