@@ -289,17 +289,20 @@ def test_a_model_fx_cannot_trace_still_matches_the_reference():
 
 
 def test_weight_faults_that_could_overflow_run_with_the_weights_patched_in():
-    """A huge weight makes the layer sum order-dependent near the float range: those rows take
-    the reference's route, and agree with it."""
+    """One huge weight sums the same in any order and takes the fast route; a row of huge
+    weights makes the layer's sum order-dependent near the float range, so those rows take the
+    reference's route. Both agree with the reference."""
     model = _ReluNet().eval()
     inputs = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
     sites = discover_sites(model, inputs[:2], ["head"], kinds=("weight",))
-    faults = plan_faults(sites, make_fault_model("random-value", mode="uniform", low=1e38, high=3e38), 10, 0)
-    engine = FastEngine(model)
-    rows = engine.run(inputs, np.arange(16), faults)
-    assert 0 < engine.stats["overflow_rows"] < len(rows)
-    ref = ReferenceEngine(model).run(inputs, np.arange(16), faults)
-    assert (rows["outcome"] == ref["outcome"]).all() and (rows["due_kind"] == ref["due_kind"]).all()
+    for params, routed in (({"mode": "uniform", "low": 1e38, "high": 3e38}, False),
+                           ({"mode": "uniform", "low": 1e38, "high": 3e38, "pattern": "row"}, True)):
+        faults = plan_faults(sites, make_fault_model("random-value", **params), 10, 0)
+        engine = FastEngine(model)
+        rows = engine.run(inputs, np.arange(16), faults)
+        assert (engine.stats["overflow_rows"] > 0) == routed
+        ref = ReferenceEngine(model).run(inputs, np.arange(16), faults)
+        assert (rows["outcome"] == ref["outcome"]).all() and (rows["due_kind"] == ref["due_kind"]).all()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -1021,9 +1021,9 @@ class FastEngine(ReferenceEngine):
         ``faults[r]``).
 
         Each changed weight adds ``(new - old) * x`` to the golden output (a bias ``new - old``),
-        the exact correction up to rounding. ``risky`` marks elements of rows whose sum some
-        summation order could overflow: ``max|x| * sum|w|`` reaches half the format's range (they
-        are evaluated by the reference instead).
+        the exact correction up to rounding. ``risky`` marks rows whose sum some summation order
+        could overflow and another not: two or more terms bounded near the float range (they are
+        evaluated as the reference does instead).
         """
         fault0 = faults[0]
         module = self.model.get_submodule(fault0.site.module)
@@ -1070,21 +1070,22 @@ class FastEngine(ReferenceEngine):
         else:
             idx = u_out[:, None] + out_features * torch.arange(plane[0], device=u_out.device)
         old_values = gold.reshape(-1).index_select(0, (src[u_rows, None] * gold.shape[1] + idx).reshape(-1)).view(idx.shape)
-        # the bound of every partial sum of the faulty layer: max|x| * sum|w| (+ |b|) per touched row
-        weight = module.weight.detach().reshape(out_features, -1)
-        mass = weight.abs().double().sum(1)[u_out]
-        if fault0.site.kind == "weight":
-            change = (new.abs().double() - old.abs().double())
-            mass = mass + torch.zeros_like(mass).index_add_(0, which, change)
+        # Every partial sum of the faulty layer is bounded by max|x| * sum|w| + |b| per touched
+        # feature. Past half the float range, one huge term alone still sums the same in any order
+        # (the others are far below its rounding step); two or more may overflow in some orders only.
+        weight = module.weight.detach().reshape(out_features, -1).abs().double().sum(1)[u_out]
         x_max = x_all.reshape(len(x_all), -1).abs().amax(dim=1).double()[src[u_rows]]
-        bound = x_max * mass
-        if module.bias is not None:
-            b_abs = module.bias.detach().abs().double()[u_out]
-            if fault0.site.kind == "bias":
-                b_abs = b_abs + torch.zeros_like(b_abs).index_add_(0, which, new.abs().double() - old.abs().double())
-            bound = bound + b_abs
+        bias = module.bias.detach().abs().double()[u_out] if module.bias is not None else torch.zeros_like(x_max)
+        new_abs = new.abs().double()
+        added = torch.zeros_like(x_max).index_add_(0, which, new_abs)
+        largest = torch.zeros_like(x_max).scatter_reduce_(0, which, new_abs, "amax")
+        if fault0.site.kind == "weight":
+            total, rest = x_max * (weight + added) + bias, x_max * (weight + added - largest) + bias
+        else:
+            total, rest = x_max * weight + bias + added, x_max * weight + bias + added - largest
+        risky = ~(total < torch.finfo(param.dtype).max / 2) & ~(rest < 2.0**100)
         risky_rows = torch.zeros(len(faults), dtype=torch.bool, device=u_rows.device)
-        risky_rows[u_rows[~(bound < torch.finfo(param.dtype).max / 2)]] = True
+        risky_rows[u_rows[risky]] = True
         return u_rows, idx, old_values, old_values + delta.reshape(len(keys), -1), risky_rows[u_rows]
 
 
