@@ -8,11 +8,14 @@ in the outputs of Conv2d/Linear layers and (b) random-value faults in their weig
 fault models both tools support. pytorchfi is used as its users do: one fault declared on
 every input of the batch (`declare_neuron_fi` / `declare_weight_fi`), then one forward of
 the corrupted model. Its outcomes are checked against the reference engine's, so the three
-tools provably evaluate the same trials. Freed memory is kept for reuse (``keep_freed_memory``,
-as the fast engine sets it) before anything is timed, so all tools run with it. Each tool is timed ``--repeats`` times, interleaved,
-and its best run counts (noise on a shared machine only ever slows a run down); golden
-throughput is likewise the best run of batched fault-free inference, at several batch sizes. Then peak RSS of fast-engine runs streaming 10k and 100k
-faults (fresh processes). Ends with one line per model:
+tools provably evaluate the same trials.
+
+Freed memory is kept for reuse (``keep_freed_memory``, as the fast engine sets it) before
+anything is timed, so every tool runs with it. Each tool is timed ``--repeats`` times,
+interleaved, and its best run counts (noise on a shared machine only ever slows a run down);
+golden throughput is likewise the fastest batched fault-free forward, at several batch sizes.
+Then peak RSS of fast-engine runs streaming 10k and 100k faults (fresh processes). Ends with
+one line per model:
 
     RESULT model=<name> fast_vs_pytorchfi_act=<x> fast_vs_pytorchfi_weight=<x> fast_vs_golden=<x>
 

@@ -5,8 +5,9 @@ trials whose output difference sits on the threshold), at a fraction of the cost
 
 - **Batched trials**: one forward evaluates up to ``max_rows`` trials (fewer for models with
   large activations, see ``batch_bytes``), each batch row carrying its own fault. Activation
-  faults are applied to their own rows by one vectorised operation per site. Weight and bias faults of ``nn.Linear`` and ``nn.Conv2d`` (called once) are per-row
-  corrections of the layer output: golden plus ``(new - old) * input`` on the touched features.
+  faults are applied to their own rows by one vectorised operation per site. Weight and bias
+  faults of ``nn.Linear`` and ``nn.Conv2d`` (called once) are per-row corrections of the layer
+  output: golden plus ``(new - old) * input`` on the touched features.
   Other parameter faults are patched in place and run with every input of the fault.
 - **Golden-prefix reuse**: one traced forward records the module call tree. For inputs of a
   chunk, one golden forward caches the outputs of the module calls that finish before a fault
@@ -457,7 +458,8 @@ class FastEngine(ReferenceEngine):
             raise ConfigError(f"Expected `max_rows` >= 1, got {max_rows}.")
         if keep_memory and not str(device).startswith("cuda"):
             keep_freed_memory()
-        self.max_rows, self.early_masking, self.cache_bytes, self.batch_bytes = max_rows, early_masking, cache_bytes, batch_bytes
+        self.max_rows, self.early_masking = max_rows, early_masking
+        self.cache_bytes, self.batch_bytes = cache_bytes, batch_bytes
         self._trees: dict[tuple, _CallTree] = {}
         self._tree: _CallTree | None = None
         self.stats = defaultdict(int)
@@ -952,8 +954,8 @@ class FastEngine(ReferenceEngine):
         if resume_node is None:
             position = _positions(alive, n)[rows]
             keep = position >= 0  # changes of rows masked by the ops are dropped
-            return alive.cpu(), (point, _write(gold.index_select(0, dev[alive]), position[keep], idx[keep], new[keep])), \
-                np.arange(0)
+            values = _write(gold.index_select(0, dev[alive]), position[keep], idx[keep], new[keep])
+            return alive.cpu(), (point, values), np.arange(0)
         r_size = int(np.prod(tree.calls[resume_node].shape[2:]))
         position = _positions(alive, n)[p_rows]
         keep = position >= 0
@@ -1056,8 +1058,10 @@ class FastEngine(ReferenceEngine):
             channel = (out_e // (module.out_channels // module.groups)) * cin_g + rest // (kh * kw)
             x = _cells(x_all, src[rows_t], channel)
             x = torch.nn.functional.pad(x, (module.padding[1],) * 2 + (module.padding[0],) * 2)
-            ys = ((rest // kw) % kh * module.dilation[0])[:, None] + module.stride[0] * torch.arange(plane[0], device=x.device)
-            xs = (rest % kw * module.dilation[1])[:, None] + module.stride[1] * torch.arange(plane[1], device=x.device)
+            steps_y = module.stride[0] * torch.arange(plane[0], device=x.device)
+            steps_x = module.stride[1] * torch.arange(plane[1], device=x.device)
+            ys = ((rest // kw) % kh * module.dilation[0])[:, None] + steps_y
+            xs = (rest % kw * module.dilation[1])[:, None] + steps_x
             contrib = x[torch.arange(len(x), device=x.device)[:, None, None], ys[:, :, None], xs[:, None, :]] * dw
         else:
             contrib = x_all[src[rows_t], :, idx_t % per_out] * dw
@@ -1069,7 +1073,8 @@ class FastEngine(ReferenceEngine):
             idx = u_out[:, None] * size + torch.arange(size, device=u_out.device)
         else:
             idx = u_out[:, None] + out_features * torch.arange(plane[0], device=u_out.device)
-        old_values = gold.reshape(-1).index_select(0, (src[u_rows, None] * gold.shape[1] + idx).reshape(-1)).view(idx.shape)
+        flat = (src[u_rows, None] * gold.shape[1] + idx).reshape(-1)
+        old_values = gold.reshape(-1).index_select(0, flat).view(idx.shape)
         # Every partial sum of the faulty layer is bounded by max|x| * sum|w| + |b| per touched
         # feature. Past half the float range, one huge term alone still sums the same in any order
         # (the others are far below its rounding step); two or more may overflow in some orders only.
