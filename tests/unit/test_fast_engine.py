@@ -322,3 +322,33 @@ def test_rows_per_forward_shrink_for_large_activations(zoo_models, hard_pool):
     got = small.run(inputs, np.arange(8), faults)
     want = ReferenceEngine(model).run(inputs, np.arange(8), faults)
     assert compare_outcomes(want, got)["equal"] == len(want) and small.stats["forwards"] >= small.stats["rows"] / 10
+
+
+class _TokenMlp(nn.Module):
+    """Linear layers on [B, tokens, features] with as many tokens as features, ReLU between."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2, self.head = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))).flatten(1))
+
+
+def test_token_layouts_follow_channel_chains_like_the_reference():
+    model = _TokenMlp().eval()
+    inputs = torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(3))
+    engine = FastEngine(model)
+    assert engine.tree(inputs).planes  # fc1 and fc2 feed a ReLU: chains over the token dimension
+    for kinds, name in ((("output",), "random-value"), (("weight", "bias"), "random-value"), (("weight",), "bitflip")):
+        faults = plan_faults(discover_sites(model, inputs[:2], ["fc1", "fc2"], kinds=kinds), make_fault_model(name), 60, 4)
+        _check(compare_outcomes(ReferenceEngine(model).run(inputs, np.arange(16), faults),
+                                engine.run(inputs, np.arange(16), faults)))
+    # weight faults all in output feature 0: the changes span one feature across the tokens, not a channel
+    faults = plan_faults(discover_sites(model, inputs[:2], ["fc1"], kinds=("weight",)), make_fault_model("random-value"),
+                         400, 5)
+    first_row = [f for f in faults if (f.indices < 8).all()]
+    assert len(first_row) > 20
+    _check(compare_outcomes(ReferenceEngine(model).run(inputs, np.arange(16), first_row),
+                            engine.run(inputs, np.arange(16), first_row)))

@@ -928,7 +928,9 @@ class FastEngine(ReferenceEngine):
         rows, idx, old, new = changes
         size = int(np.prod(shape[2:]))
         planes = (len(rows), 1, *shape[2:])
-        if idx.shape[1] == size and bool((idx[:, 0] % size == 0).all()):  # each change is one whole channel
+        whole = idx.shape[1] == size and bool((idx == idx[:, :1] + torch.arange(size, device=idx.device)).all()) \
+            and bool((idx[:, 0] % size == 0).all())
+        if whole:  # each change is one whole channel
             p_rows, p_ch = rows, idx[:, 0] // size
             faulty, golden = new.view(planes), old.view(planes)
         else:  # single elements: their channels, golden except at the changes
@@ -938,10 +940,8 @@ class FastEngine(ReferenceEngine):
             faulty = golden.clone()
             faulty[which, (idx % size).reshape(-1)] = new.reshape(-1)
             faulty, golden = faulty.view(len(keys), 1, *shape[2:]), golden.view(len(keys), 1, *shape[2:])
-        unsafe = torch.zeros(n, dtype=torch.bool, device=faulty.device)
         if any(isinstance(step, _ConvStep) for step in steps[:resume_at]):
-            return self._through_conv(point, steps[:resume_at], resume_node, (p_rows, p_ch, faulty, golden), cache, dev,
-                                      unsafe)
+            return self._through_conv(steps[:resume_at], resume_node, (p_rows, p_ch, faulty, golden), cache, dev)
         at_resume = faulty
         for i, step in enumerate(steps):
             faulty, golden = step(faulty), step(golden)
@@ -964,11 +964,11 @@ class FastEngine(ReferenceEngine):
                         at_resume[keep].reshape(-1, r_size))
         return alive.cpu(), (resume_node, values), np.arange(0)
 
-    def _through_conv(self, point, steps, resume_node, planes, cache, dev, unsafe):
+    def _through_conv(self, steps, resume_node, planes, cache, dev):
         """Changed channels through ops and one convolution, up to the resume call (whole rows
         past the convolution); rows equal to its cached golden output are masked."""
         p_rows, p_ch, faulty, golden = planes
-        n = len(dev)
+        unsafe = torch.zeros(len(dev), dtype=torch.bool, device=faulty.device)
         for step in steps:
             if isinstance(step, _ConvStep):
                 rows, faulty = self._conv_step(step, p_rows, p_ch, faulty, golden, cache, dev, unsafe)
