@@ -1123,34 +1123,6 @@ def _unique(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return distinct, _positions(distinct, n)[values]
 
 
-def _write(values: torch.Tensor, rows: torch.Tensor, cells: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """``values`` ([rows, numel]) with ``values[rows[k], cells[k, j]] = new[k, j]``."""
-    flat = (rows[:, None] * values.shape[1] + cells).reshape(-1)
-    values.view(-1).index_copy_(0, flat, new.reshape(-1))
-    return values
-
-
-def _cells(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``values[rows, cols]`` (with any trailing dimensions), as one flat row gather."""
-    flat = values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
-    return flat.index_select(0, rows * values.shape[1] + cols)
-
-
-def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
-    """Map from row number (< n) to its place in the sorted ``rows``; -1 for rows not in it."""
-    position = torch.full((n,), -1, dtype=torch.long, device=rows.device)
-    position[rows] = torch.arange(len(rows), device=rows.device)
-    return position
-
-
-def _rows_by_fault(rows: np.ndarray, faults: list[Fault]) -> list[np.ndarray]:
-    """``rows`` grouped by the fault object they carry."""
-    groups: dict[int, list[int]] = defaultdict(list)
-    for r in rows.tolist():
-        groups[id(faults[r])].append(r)
-    return [np.asarray(g) for g in groups.values()]
-
-
 def compare_outcomes(reference: pd.DataFrame, fast: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Trials where two engines agree, and disagreements that sit on the threshold.
 
