@@ -699,17 +699,10 @@ class FastEngine(ReferenceEngine):
                               and tree.calls[point].replayable):
             # the faulty call's output is golden rows with the fault applied: resume from it directly
             alive, resume, unsafe = self._faulty_output(kind, faults, cache, src, point)
-            for fault, fault_rows in faults.by_fault(unsafe):  # as the reference does: weights patched in
+            for fault, fault_rows in faults.by_fault(unsafe):  # order-dependent sums: the reference's route
                 self.stats["overflow_rows"] += len(fault_rows)
-                if kind == "corr":
-                    rows = torch.from_numpy(fault_rows)
-                    logits = self._forward_rows("patch", inputs, cache, src[rows], torch.arange(len(rows)),
-                                                _RowFaults([fault], np.zeros(len(rows), np.int64)), replays, [], None)
-                    part = classify(golden[src[rows]], logits.float().cpu(), self.threshold)
-                else:
-                    sel = src[fault_rows]
-                    part = self._forward(inputs[sel.to(self.device)], golden[sel], (fault,))
-                for k, v in part.items():
+                sel = src[fault_rows]
+                for k, v in self._forward(inputs[sel.to(self.device)], golden[sel], (fault,)).items():
                     result[k][fault_rows] = v
             replays = tree.replay_nodes(tree.calls[resume[0]].end + 0.5)
             todo = [c for c in todo if tree.calls[c].end > tree.calls[resume[0]].end]
